@@ -1,0 +1,130 @@
+"""Register container runtimes in Docker's daemon.json without clobbering a user's entries.
+
+Standard library only: the host setup script runs it before shlib's dependencies exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+#: runsc needs its own network off here: with the default sandbox network it refuses to
+#: start ("cannot run with network enabled in root network namespace"); probes need none.
+RUNSC_BASE_ARGS = ["--network=none"]
+
+
+def runsc_build(binary: str) -> str:
+    """Return the build date of a runsc binary (``20221219``) from ``runsc --version``."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+    match = re.search(r"(\d{8})", out)
+    if not match:
+        raise ValueError(f"cannot read a build date from '{binary} --version': {out!r}")
+    return match.group(1)
+
+
+def runsc_platforms(binary: str) -> list[str]:
+    """Platforms worth comparing that this runsc build offers (systrap from mid-2023 on)."""
+    platforms = ["ptrace"]
+    if int(runsc_build(binary)) >= 20230601:
+        platforms.insert(0, "systrap")
+    if os.path.exists("/dev/kvm"):
+        platforms.append("kvm")
+    return platforms
+
+
+def runsc_entries(binary: str, file_access_variants: bool = False) -> dict[str, dict[str, Any]]:
+    """daemon.json ``runtimes`` entries for one runsc build: one per platform.
+
+    With ``file_access_variants`` the build's default platform also gets an
+    ``-exclusive`` entry (``--file-access-mounts=exclusive``: caches a read-only library).
+    """
+    build = runsc_build(binary)
+    entries: dict[str, dict[str, Any]] = {}
+    platforms = runsc_platforms(binary)
+    for platform in platforms:
+        entries[f"runsc-{build}-{platform}"] = {
+            "path": binary,
+            "runtimeArgs": [*RUNSC_BASE_ARGS, f"--platform={platform}"],
+        }
+    if file_access_variants:
+        entries[f"runsc-{build}-{platforms[0]}-exclusive"] = {
+            "path": binary,
+            "runtimeArgs": [*RUNSC_BASE_ARGS, f"--platform={platforms[0]}", "--file-access-mounts=exclusive"],
+        }
+    return entries
+
+
+def merge_runtimes(config: dict[str, Any], wanted: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """Add ``wanted`` runtimes to a daemon.json document.
+
+    A user's entry of the same name with a different definition is kept, never
+    overwritten. Returns the new document and the names added.
+    """
+    merged = json.loads(json.dumps(config))
+    runtimes = merged.setdefault("runtimes", {})
+    added = [name for name in wanted if name not in runtimes]
+    for name in added:
+        runtimes[name] = wanted[name]
+    return merged, added
+
+
+def conflicts(config: dict[str, Any], wanted: dict[str, dict[str, Any]]) -> list[str]:
+    """Names present in ``config`` with a definition other than shlib's."""
+    have = config.get("runtimes", {})
+    return [name for name, spec in wanted.items() if name in have and have[name] != spec]
+
+
+def update_file(path: Path, wanted: dict[str, dict[str, Any]]) -> list[str]:
+    """Merge ``wanted`` into the daemon.json at ``path`` (backed up first). Returns names added."""
+    config: dict[str, Any] = {}
+    if path.exists():
+        text = path.read_text()
+        config = json.loads(text) if text.strip() else {}
+    merged, added = merge_runtimes(config, wanted)
+    if added:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            shutil.copy2(path, path.with_name(path.name + ".shlib-backup"))
+        tmp = path.with_name(path.name + ".shlib-tmp")
+        tmp.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    return added
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--daemon-json", type=Path, default=Path("/etc/docker/daemon.json"))
+    parser.add_argument("--system-runsc", action="append", default=[], help="runsc binary to register")
+    parser.add_argument("--extra-runsc", action="append", default=[], help="runsc binary, with file-access variant")
+    parser.add_argument("--crun", help="crun binary to register as 'crun'")
+    args = parser.parse_args(argv)
+    wanted: dict[str, dict[str, Any]] = {}
+    for binary in args.system_runsc:
+        if os.path.exists(binary):
+            wanted.update(runsc_entries(binary))
+    for binary in args.extra_runsc:
+        wanted.update(runsc_entries(binary, file_access_variants=True))
+    if args.crun and os.path.exists(args.crun):
+        wanted["crun"] = {"path": args.crun}
+    try:
+        existing = json.loads(args.daemon_json.read_text() or "{}") if args.daemon_json.exists() else {}
+    except json.JSONDecodeError as exc:
+        print(f"{args.daemon_json} is not valid JSON ({exc}); fix or move it, then run again", file=sys.stderr)
+        return 2
+    for name in conflicts(existing, wanted):
+        print(f"keeping your own definition of runtime '{name}' in {args.daemon_json}", file=sys.stderr)
+    added = update_file(args.daemon_json, wanted)
+    names = ", ".join(sorted(wanted))
+    print(f"daemon.json changed: added {', '.join(added)}" if added else f"daemon.json unchanged ({names} registered)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+// shlib probe: time the first load of npm modules in a fresh Node.js process.
+//
+//   node load.js '{"lib": "/shlib/lib", "modules": ["lodash"], "barrier": true}'
+//
+// `lib` holds node_modules/. With `barrier`, the probe prints "ready" and waits for one
+// line on stdin before it loads anything, so that the containers of a batch start loading
+// together. It prints one JSON line on stdout and exits 0; a module that fails to load is
+// reported with its error and the others are still loaded.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const { pathToFileURL } = require('url');
+const { performance } = require('perf_hooks');
+
+const bootMs = performance.now(); // ms since this process started: Node's own boot
+const cfg = JSON.parse(process.argv[2]);
+const libRequire = require('module').createRequire(path.join(cfg.lib, 'node_modules', '.shlib-probe.js'));
+
+// Entry file of an ES-module-only package (exports' "import"/"default", then module/main).
+function esmEntry(name) {
+  const dir = path.join(cfg.lib, 'node_modules', name);
+  const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'));
+  let target = pkg.exports;
+  if (target && typeof target === 'object' && '.' in target) target = target['.'];
+  for (let depth = 0; target && typeof target === 'object' && depth < 8; depth++) {
+    target = target.import ?? target.node ?? target.default ?? null;
+  }
+  return path.join(dir, typeof target === 'string' ? target : (pkg.module || pkg.main || 'index.js'));
+}
+
+function packageVersion(name) {
+  try {
+    const file = path.join(cfg.lib, 'node_modules', name, 'package.json');
+    return JSON.parse(fs.readFileSync(file, 'utf8')).version ?? null;
+  } catch {
+    return null;
+  }
+}
+
+async function loadOne(name) {
+  const before = Object.keys(require.cache).length;
+  let kind = 'cjs';
+  let error = null;
+  const t0 = process.hrtime.bigint();
+  try {
+    libRequire(name);
+  } catch (err) {
+    if (err.code === 'ERR_REQUIRE_ESM' || err.code === 'ERR_PACKAGE_PATH_NOT_EXPORTED') {
+      kind = 'esm';
+      try {
+        await import(pathToFileURL(esmEntry(name)).href);
+      } catch (err2) {
+        error = `${err2.code ?? err2.name}: ${err2.message}`;
+      }
+    } else {
+      error = `${err.code ?? err.name}: ${err.message}`;
+    }
+  }
+  const t1 = process.hrtime.bigint();
+  return {
+    module: name,
+    version: packageVersion(name),
+    kind,
+    ok: error === null,
+    error: error === null ? null : error.slice(0, 2000),
+    load_ms: Number(t1 - t0) / 1e6,
+    files: kind === 'cjs' ? Object.keys(require.cache).length - before : null,
+  };
+}
+
+function waitForGo() {
+  return new Promise((resolve) => {
+    process.stdin.once('data', () => {
+      process.stdin.pause();
+      resolve();
+    });
+    process.stdout.write('ready\n');
+  });
+}
+
+async function main() {
+  const readyWallMs = performance.timeOrigin + performance.now();
+  if (cfg.barrier) await waitForGo();
+  const goWallMs = performance.timeOrigin + performance.now();
+  const results = [];
+  for (const name of cfg.modules) results.push(await loadOne(name));
+  const out = {
+    probe: 'load',
+    node: process.version,
+    boot_ms: bootMs,
+    ready_wall_ms: readyWallMs,
+    go_wall_ms: goWallMs,
+    rss_bytes: process.memoryUsage().rss,
+    results,
+  };
+  process.stdout.write(JSON.stringify(out) + '\n');
+  process.exit(0);
+}
+
+main();

@@ -1,0 +1,181 @@
+"""The runtime catalog: every runtime shlib knows, and whether this host can run it.
+
+``native`` runs the probe straight on the host (the floor); the others are OCI runtimes
+registered with the Docker engine. gVisor builds are smoke-tested with a bounded
+``runsc do /bin/true`` because some platforms (kvm on some hosts) hang forever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from shlib.paths import cache_dir
+
+KATA_NAMES = ("io.containerd.kata.v2", "kata-runtime")
+KATA_HINT = (
+    "install Kata Containers (release tarball or kata-deploy; it needs /dev/kvm), then register it: "
+    "Kata 2.x/3.x as runtime 'io.containerd.kata.v2' (Docker >= 22.06 finds containerd-shim-kata-v2 on PATH), "
+    "Kata 1.x as 'kata-runtime' in /etc/docker/daemon.json; then run 'shlib doctor' again"
+)
+GVISOR_HINT = "install runsc (apt-get install runsc, or gVisor's release channel) and run scripts/setup-host.sh"
+SMOKE_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Runtime:
+    """One runtime of the catalog, as found on this host."""
+
+    name: str
+    kind: str  # native | runc | crun | gvisor | kata | other
+    available: bool
+    reason: str = ""
+    path: str | None = None
+    args: list[str] = field(default_factory=list)
+    version: str | None = None
+    platform: str | None = None
+    hint: str = ""
+
+    @property
+    def engine_name(self) -> str | None:
+        """The name to pass to the engine (``runtime=``); None for native."""
+        return None if self.kind == "native" else self.name
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def kind_of(name: str, path: str | None = None) -> str:
+    """Family of a runtime from its registered name or binary."""
+    base = os.path.basename(path or "")
+    if name == "native":
+        return "native"
+    if name in KATA_NAMES or "kata" in name or "kata" in base:
+        return "kata"
+    if "runsc" in name or base == "runsc":
+        return "gvisor"
+    if name == "crun" or base == "crun":
+        return "crun"
+    if name == "runc" or base == "runc":
+        return "runc"
+    return "other"
+
+
+def binary_version(path: str | None) -> str | None:
+    """First line of ``<path> --version``, None when it cannot run."""
+    if not path or not shutil.which(path):
+        return None
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else None
+
+
+def _smoke_cache() -> Path:
+    return cache_dir() / "runtime-smoke.json"
+
+
+def smoke_runsc(path: str, args: list[str], timeout_s: float = SMOKE_TIMEOUT_S, recheck: bool = False) -> str:
+    """'' when ``runsc <args> do /bin/true`` succeeds in time, else why not. Results are cached."""
+    try:
+        key = f"{path}|{os.stat(path).st_mtime_ns}|{' '.join(args)}"
+    except OSError as exc:
+        return f"binary {path} missing ({exc.strerror})"
+    cache = _smoke_cache()
+    known: dict[str, str] = json.loads(cache.read_text()) if cache.exists() else {}
+    if key in known and not recheck:
+        return known[key]
+    if os.geteuid() != 0:
+        return ""  # 'runsc do' needs root; the engine will tell at run time
+    cmd = [path, *args, "do", "/bin/true"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout_s)
+        reason = "" if proc.returncode == 0 else f"smoke test failed (exit {proc.returncode}): {err.strip()[-300:]}"
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        reason = f"hangs: 'runsc {' '.join(args)} do /bin/true' did not finish in {timeout_s:.0f} s (killed)"
+    known[key] = reason
+    cache.write_text(json.dumps(known, indent=1))
+    return reason
+
+
+def _crun_problem() -> str:
+    """Why crun cannot start containers on this host's cgroup layout ('' when it can)."""
+    controllers = Path("/sys/fs/cgroup/unified/cgroup.controllers")
+    if controllers.exists() and controllers.read_text().split():
+        return ("cgroup v1 controllers plus a non-empty cgroup2 hierarchy at /sys/fs/cgroup/unified "
+                "(crun refuses 'hybrid mode'); scripts/setup-host.sh fixes this")
+    return ""
+
+
+def catalog(client: docker.DockerClient | None, recheck: bool = False) -> dict[str, Runtime]:
+    """Every known runtime by name: native, the engine's registered ones, and Kata."""
+    runtimes: dict[str, Runtime] = {}
+    node = shutil.which("node")
+    runtimes["native"] = Runtime(
+        name="native", kind="native", available=node is not None, path=node,
+        reason="" if node else "no node on PATH", version=binary_version(node),
+        hint="" if node else "install Node.js on the host",
+    )
+    registered: dict[str, Any] = {}
+    engine_reason = "the Docker engine is not reachable"
+    runc_version = None
+    if client is not None:
+        info = client.info()
+        registered = info.get("Runtimes", {})
+        runc_version = (client.version().get("Components") or [{}])
+        runc_version = next((c.get("Version") for c in runc_version if c.get("Name") == "runc"), None)
+    for name in sorted(registered):
+        if name.startswith("io.containerd.run") and name not in KATA_NAMES:
+            continue  # containerd's shim aliases for runc
+        spec = registered[name] or {}
+        path = spec.get("path") or name
+        args = list(spec.get("runtimeArgs") or [])
+        kind = kind_of(name, path)
+        reason, version, platform = "", None, None
+        if kind == "gvisor":
+            version = binary_version(path)
+            platform = next((a.split("=", 1)[1] for a in args if a.startswith("--platform=")), "default")
+            reason = smoke_runsc(path, args, recheck=recheck)
+        elif kind == "runc":
+            version = runc_version
+        elif kind == "crun":
+            version = binary_version(path)
+            reason = _crun_problem()
+        else:
+            version = binary_version(path)
+        runtimes[name] = Runtime(name=name, kind=kind, available=not reason, reason=reason, path=path,
+                                 args=args, version=version, platform=platform,
+                                 hint=GVISOR_HINT if (kind == "gvisor" and reason) else "")
+    for name in KATA_NAMES:
+        if name not in runtimes:
+            shim = shutil.which("containerd-shim-kata-v2") if name == KATA_NAMES[0] else shutil.which("kata-runtime")
+            why = "not registered with the Docker engine" if client is not None else engine_reason
+            if shim:
+                why += f" (found {shim}; register it in /etc/docker/daemon.json)"
+            elif not os.path.exists("/dev/kvm"):
+                why += "; no /dev/kvm for its VMs"
+            runtimes[name] = Runtime(name=name, kind="kata", available=False, reason=why, path=shim, hint=KATA_HINT)
+    if client is None:
+        for name in ("runc", "crun"):
+            runtimes.setdefault(name, Runtime(name=name, kind=name, available=False, reason=engine_reason,
+                                              hint="run scripts/setup-host.sh as root"))
+    return runtimes
+
+
+def version_date(version: str | None) -> str | None:
+    """The build date in a runsc version string, ``20240729``."""
+    match = re.search(r"(\d{8})", version or "")
+    return match.group(1) if match else None
