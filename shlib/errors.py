@@ -33,3 +33,7 @@ class ResultsError(ShlibError):
 
 class Interrupted(ShlibError):
     """A run was stopped by a signal; what was measured is on disk and resumable."""
+
+
+class AnalysisError(ShlibError, ValueError):
+    """Results cannot be analysed as asked (no rows, missing column, absent baseline): the message says why."""
