@@ -21,23 +21,11 @@ import pandas as pd
 import pyarrow as pa
 
 from shlib.results import COLUMNS, SCHEMA, ResultsStore, write_table
+from shlib.stats import runtime_kind_of
 
 DEFAULT_MODULES: dict[str, float] = {"lodash": 40.0, "express": 80.0, "react": 30.0}
 DEFAULT_SPEEDS: dict[str, float] = {"runc": 1.0, "runsc-sim": 3.0}
 _CATEGORIES = ("runtime", "runtime_kind", "module", "status", "mount", "cache", "load_mode")
-
-
-def runtime_kind_of(name: str) -> str:
-    """Family of a runtime name (native, runc, crun, gvisor, kata, other), as the catalog names them."""
-    if name == "native":
-        return "native"
-    if "kata" in name:
-        return "kata"
-    if "runsc" in name or "gvisor" in name:
-        return "gvisor"
-    if name in ("runc", "crun"):
-        return name
-    return "other"
 
 
 @dataclass
