@@ -9,12 +9,13 @@ status "ok" and a finite load_ms enter the statistics; the rest are counted as f
 Ratio intervals come from a cluster bootstrap written here (vectorized numpy) rather than
 ``scipy.stats.bootstrap``: trials of one batch share a time window and are correlated, so whole
 batches are resampled (with replacement, within each runtime; the two runtimes independently). With
-one trial per batch this is the ordinary bootstrap. Each resample is a vector of counts per batch; the
-median of a resample is a weighted median and its log-mean a matrix product, so no resampled data
-is ever materialized. Intervals are BCa (Efron 1987): bias correction from the bootstrap distribution
-(ties counted half, which matters for medians), acceleration from a jackknife that leaves out one batch
-at a time in each runtime's sample (combined across the two samples as scipy does; above 1000 batches,
-blocks of batches). Where BCa is undefined (constant jackknife, estimate outside the bootstrap
+one trial per batch this is the ordinary bootstrap. Resampled medians come from the ranks of the
+drawn trials in the sorted sample (a partition, O(trials) per resample; a weighted median when batches
+differ in size) and resampled log-means from per-batch sums, all vectorized over resamples.
+Intervals are BCa (Efron 1987): bias correction from the bootstrap distribution (ties counted half,
+which matters for medians), acceleration from an exact jackknife that leaves out one batch at a time
+in each runtime's sample (combined across the two samples as scipy does). Where BCa is undefined
+(constant jackknife, estimate outside the bootstrap
 distribution) the percentile interval is given and ``ci_method`` says so. The bootstrap shrinks a
 statistic's variance by (G-1)/G for G clusters; each runtime's resampled log-statistics are spread by
 sqrt(G/(G-1)) around its estimate to undo that (it matters with few batches). Checked by simulation
@@ -42,7 +43,6 @@ REQUIRED_COLUMNS = ("runtime", "module", "concurrency", "load_ms", "status")
 CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 12345
-JACKKNIFE_MAX_UNITS = 1000
 #: Below this many batches in a runtime's sample (when batches hold several trials), intervals are
 #: flagged: a cluster bootstrap with few clusters is too narrow (simulated coverage of nominal 95%:
 #: ~94% with 10-15 batches, ~92% with 8, ~89% with 4-5).
@@ -239,38 +239,65 @@ def _weighted_medians(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     out = np.empty(rows)
     chunk = max(1, _CHUNK_CELLS // max(n, 1))
     for start in range(0, rows, chunk):
-        w = weights[start:start + chunk]
-        cw = np.cumsum(w, axis=1, dtype=np.int64)
-        total = cw[:, -1]
+        w = np.ascontiguousarray(weights[start:start + chunk], dtype=np.int32)
+        cw = np.cumsum(w, axis=1, dtype=np.int32)
+        total = cw[:, -1].astype(np.int64)
         step = int(total.max()) + 1
-        offsets = np.arange(len(w), dtype=np.int64) * step
-        flat = (cw + offsets[:, None]).ravel()
+        wide = np.int64 if step * len(w) >= np.iinfo(np.int32).max else np.int32
+        offsets = np.arange(len(w), dtype=wide) * step
+        cw += offsets[:, None] if wide is np.int32 else 0
+        flat = cw.ravel() if wide is np.int32 else (cw.astype(np.int64) + offsets[:, None]).ravel()
         lo_rank = (total + 1) // 2  # 1-based ranks of the two middle values
         hi_rank = total // 2 + 1
-        i_lo = np.searchsorted(flat, lo_rank + offsets, side="left") - np.arange(len(w)) * n
-        i_hi = np.searchsorted(flat, hi_rank + offsets, side="left") - np.arange(len(w)) * n
+        base = np.arange(len(w), dtype=np.int64) * n
+        i_lo = np.searchsorted(flat, lo_rank + offsets, side="left") - base
+        i_hi = np.searchsorted(flat, hi_rank + offsets, side="left") - base
         out[start:start + chunk] = 0.5 * (values[i_lo] + values[i_hi])
     return out
 
 
 def _cluster_counts(rng: np.random.Generator, n_clusters: int, n_resamples: int) -> np.ndarray:
     """How many times each cluster is drawn, for each resample (n_resamples x n_clusters)."""
-    draws = rng.integers(0, n_clusters, size=(n_resamples, n_clusters))
-    draws += (np.arange(n_resamples) * n_clusters)[:, None]
+    wide = np.int64 if n_resamples * n_clusters >= np.iinfo(np.int32).max else np.int32
+    draws = rng.integers(0, n_clusters, size=(n_resamples, n_clusters), dtype=wide)
+    draws += (np.arange(n_resamples, dtype=wide) * n_clusters)[:, None]
     return np.bincount(draws.ravel(), minlength=n_resamples * n_clusters).reshape(n_resamples, n_clusters)
 
 
+def _ranks_by_cluster(group: _Group) -> np.ndarray:
+    """Sorted-order positions of each cluster's trials (G x size); needs equal cluster sizes."""
+    order = np.argsort(group.unit_of_value, kind="stable")
+    return order.reshape(group.n_clusters, -1)
+
+
 def _bootstrap(group: _Group, rng: np.random.Generator, n_resamples: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resampled medians and log-means of one group (whole clusters drawn with replacement)."""
+    """Resampled medians and log-means of one group (whole clusters drawn with replacement).
+
+    Equal cluster sizes (always so for independent trials): draw clusters, gather their trials' ranks
+    in the sorted values and take the middle ranks by partition. Unequal sizes: a count per cluster
+    and a weighted median.
+    """
     medians = np.empty(n_resamples)
     log_means = np.empty(n_resamples)
-    chunk = max(1, _CHUNK_CELLS // max(group.n, 1))
+    equal = bool((group.sizes == group.sizes[0]).all())
+    ranks = _ranks_by_cluster(group).astype(np.int32) if equal else None
+    n_total = group.n
+    middle = [(n_total - 1) // 2, n_total // 2]
+    chunk = max(1, _CHUNK_CELLS // max(n_total, 1))
     for start in range(0, n_resamples, chunk):
         size = min(chunk, n_resamples - start)
-        counts = _cluster_counts(rng, group.n_clusters, size)
-        medians[start:start + size] = _weighted_medians(group.values, counts[:, group.unit_of_value])
-        countsf = counts.astype(np.float64)
-        log_means[start:start + size] = (countsf @ group.log_sums) / (countsf @ group.sizes)
+        if ranks is not None:
+            draws = rng.integers(0, group.n_clusters, size=(size, group.n_clusters), dtype=np.int32)
+            drawn = ranks[draws].reshape(size, n_total)
+            mid = np.partition(drawn, middle, axis=1)[:, middle]
+            medians[start:start + size] = 0.5 * (group.values[mid[:, 0]] + group.values[mid[:, 1]])
+            log_means[start:start + size] = group.log_sums[draws].sum(axis=1) / n_total
+        else:
+            counts = _cluster_counts(rng, group.n_clusters, size)
+            weights = np.take(counts.astype(np.int32), group.unit_of_value, axis=1)
+            medians[start:start + size] = _weighted_medians(group.values, weights)
+            countsf = counts.astype(np.float64)
+            log_means[start:start + size] = (countsf @ group.log_sums) / (countsf @ group.sizes)
     if group.n_clusters > 1:
         # The bootstrap shrinks the variance of a statistic by (G-1)/G (G clusters); undo it on the log scale.
         spread = math.sqrt(group.n_clusters / (group.n_clusters - 1))
@@ -281,21 +308,28 @@ def _bootstrap(group: _Group, rng: np.random.Generator, n_resamples: int) -> tup
     return medians, log_means
 
 
-def _jackknife(group: _Group, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Leave-one-cluster-out medians and log-means (clusters merged into blocks above the cap)."""
-    n_units = min(group.n_clusters, JACKKNIFE_MAX_UNITS)
-    block = (np.arange(group.n_clusters) if n_units == group.n_clusters
-             else rng.permutation(group.n_clusters) % n_units)
-    block_of_value = block[group.unit_of_value]
-    block_sizes = np.bincount(block, weights=group.sizes, minlength=n_units)
-    block_logs = np.bincount(block, weights=group.log_sums, minlength=n_units)
-    log_means = (group.log_sums.sum() - block_logs) / (group.sizes.sum() - block_sizes)
-    medians = np.empty(n_units)
-    chunk = max(1, _CHUNK_CELLS // max(group.n, 1))
-    for start in range(0, n_units, chunk):
-        units = np.arange(start, min(n_units, start + chunk))
-        weights = (block_of_value[None, :] != units[:, None]).astype(np.int32)
-        medians[start:start + len(units)] = _weighted_medians(group.values, weights)
+def _jackknife(group: _Group) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-cluster-out medians and log-means, exact and O(trials).
+
+    Removing cluster g shifts the k-th smallest remaining value to sorted position p, found by
+    stepping over g's own sorted positions in increasing order.
+    """
+    log_means = (group.log_sums.sum() - group.log_sums) / (group.n - group.sizes)
+    width = int(group.sizes.max())
+    removed = np.full((group.n_clusters, width), np.iinfo(np.int64).max)
+    order = np.argsort(group.unit_of_value, kind="stable")  # sorted positions grouped by cluster
+    slot = np.arange(group.n) - np.repeat(np.cumsum(group.sizes) - group.sizes, group.sizes)
+    removed[group.unit_of_value[order], slot] = order
+    removed.sort(axis=1)
+    left = group.n - group.sizes
+    positions = []
+    for k in ((left - 1) // 2, left // 2):
+        p = k.copy()
+        for j in range(width):
+            p += removed[:, j] <= p
+        positions.append(p)
+    medians = 0.5 * (group.values[np.minimum(positions[0], group.n - 1)]
+                     + group.values[np.minimum(positions[1], group.n - 1)])
     return medians, log_means
 
 
@@ -353,13 +387,24 @@ def ratios(df: pd.DataFrame, baseline: str = "runc", seed: int = DEFAULT_SEED,
     n_batches_baseline, clustered, batches_span_modules, n_resamples, seed, note.
     Raises AnalysisError when the baseline is absent (naming the runtimes present).
     """
+    return ratios_against(df, [baseline], seed=seed, n_resamples=n_resamples, confidence=confidence)
+
+
+def ratios_against(df: pd.DataFrame, baselines: Sequence[str], seed: int = DEFAULT_SEED,
+                   n_resamples: int = DEFAULT_RESAMPLES, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """``ratios`` for several baselines in one table; each runtime's resamples are drawn once and shared.
+
+    A runtime's draws depend only on (seed, cell, runtime), so every interval is the one ``ratios``
+    gives for that baseline alone.
+    """
     if n_resamples < 100:
         raise AnalysisError(f"n_resamples={n_resamples} is too few for a 95% interval; use at least 1000")
     work = _ensure_prepared(df)
     present = sorted(work["runtime"].unique())
-    if baseline not in present:
-        raise AnalysisError(f"baseline runtime {baseline!r} is not in the results; runtimes present: "
-                            f"{', '.join(present)}. Pass one of them as baseline")
+    for baseline in baselines:
+        if baseline not in present:
+            raise AnalysisError(f"baseline runtime {baseline!r} is not in the results; runtimes present: "
+                                f"{', '.join(present)}. Pass one of them as baseline")
     keys = cell_keys(work)
     kind_of = work.groupby("runtime")["runtime_kind"].first().to_dict()
     spans = work[work["ok"]].groupby("cluster")["module"].nunique()
@@ -377,13 +422,14 @@ def ratios(df: pd.DataFrame, baseline: str = "runc", seed: int = DEFAULT_SEED,
                                                int((~ok).sum()))
 
     records = []
-    for key, by_runtime in groups.items():
+    all_draws: dict[tuple, dict[str, tuple]] = {key: {} for key in groups}
+    for baseline, (key, by_runtime) in itertools.product(baselines, groups.items()):
         others = [r for r in by_runtime if r != baseline]
         if not others:
             continue
         base = by_runtime.get(baseline)
         cell_spans = spans_modules[key]
-        draws: dict[str, tuple] = {}
+        draws = all_draws[key]
         for runtime in others:
             group = by_runtime[runtime]
             base_desc = dict(zip(keys, key, strict=True))
@@ -437,7 +483,7 @@ def _resampled(cache: dict[str, tuple], group: _Group, seed: int, key: tuple, ru
     """Bootstrap and jackknife draws of one runtime in one cell, computed once (own seeded streams)."""
     if runtime not in cache:
         cache[runtime] = (*_bootstrap(group, _rng(seed, *key, runtime), n_resamples),
-                          *_jackknife(group, _rng(seed, *key, runtime, "jackknife")))
+                          *_jackknife(group))
     return cache[runtime]
 
 
@@ -628,11 +674,16 @@ def concurrency_scaling(df: pd.DataFrame, baseline: str = "runc", ratio_table: p
             point = np.zeros(5)
             point_log = np.zeros(2)
             positive = bool((rows["load_ms"] > 0).all())
-            for level, at in rows.groupby("concurrency"):
-                per = at.assign(log_ms=np.log(at["load_ms"].clip(lower=1e-300))).groupby("cluster").agg(
-                    size=("load_ms", "size"), y=("load_ms", "sum"), ly=("log_ms", "sum"))
-                cluster_sums = per[["size", "y", "ly"]].to_numpy(float)
-                counts = _cluster_counts(rng, len(per), n_resamples).astype(float)
+            conc = rows["concurrency"].to_numpy()
+            y_ms = rows["load_ms"].to_numpy()
+            log_y = np.log(np.clip(y_ms, 1e-300, None))
+            clusters = rows["cluster"].to_numpy()
+            for level in levels:
+                at = conc == level
+                _, unit = np.unique(clusters[at], return_inverse=True)
+                cluster_sums = np.column_stack([np.bincount(unit), np.bincount(unit, weights=y_ms[at]),
+                                                np.bincount(unit, weights=log_y[at])]).astype(float)
+                counts = _cluster_counts(rng, len(cluster_sums), n_resamples).astype(float)
                 drawn = counts @ cluster_sums
                 c = float(level)
                 sums += np.column_stack([drawn[:, 0], c * drawn[:, 0], c * c * drawn[:, 0], drawn[:, 1],
