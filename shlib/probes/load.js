@@ -68,11 +68,16 @@ async function loadOne(name) {
   };
 }
 
+// Resolves when the harness says go: "go" now, or "go <epoch ms>" at that wall-clock time
+// (a shared start time keeps the delivery of the message out of the batch's start skew).
 function waitForGo() {
   return new Promise((resolve) => {
-    process.stdin.once('data', () => {
+    process.stdin.once('data', (chunk) => {
       process.stdin.pause();
-      resolve();
+      const at = Number(String(chunk).trim().split(/\s+/)[1]);
+      const wait = at - (performance.timeOrigin + performance.now());
+      if (Number.isFinite(wait) && wait > 0) setTimeout(resolve, wait);
+      else resolve();
     });
     process.stdout.write('ready\n');
   });

@@ -1,0 +1,390 @@
+"""Run one batch of probe processes that start loading together.
+
+A batch is ``n`` fresh processes of one runtime: containers through the Docker engine, or
+(``native``) plain processes on the host. Every probe prints ``ready`` once Node has booted
+and then blocks on stdin; when all are ready the harness sends ``go`` to each (the barrier),
+so nothing of the harness runs inside the timed window and the processes load together.
+The harness blocks in select()/wait(), never busy-polls.
+
+Containers are locked down: no network, read-only root file system and library, every
+capability dropped, no-new-privileges, a non-root user, pids and memory limits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from shlib.engine import LABEL
+from shlib.errors import EngineUnavailable
+from shlib.image import PROBE_PATH, PROBE_USER
+
+#: Extra seconds the start phase allows per container of the batch (creating 64 sandboxes
+#: on 2 cores takes a while; that time is outside every timed window).
+START_S_PER_CONTAINER = 2.0
+#: The go message names a start time this far ahead (ms, plus GO_LEAD_MS_PER_PROBE each), so
+#: that every probe has it before any starts loading and they start on the same clock tick.
+GO_LEAD_MS = 100.0
+GO_LEAD_MS_PER_PROBE = 10.0
+#: Seconds to wait for the engine to kill/remove a container before reaping its runtime.
+CLEANUP_S = 10.0
+
+
+@dataclass
+class Outcome:
+    """What happened to one probe process (one trial)."""
+
+    slot: int
+    status: str = "ok"  # ok | timeout | start_failed | crashed
+    error: str | None = None
+    payload: dict[str, Any] | None = None
+    wall_ms: float | None = None
+    exit_code: int | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    engine_runtime: str | None = None
+    t_create: float = field(default=0.0, repr=False)
+
+    def fail(self, status: str, error: str) -> None:
+        if self.status == "ok":
+            self.status, self.error = status, error[-4000:]
+
+
+def probe_argument(lib: str, modules: tuple[str, ...] | list[str]) -> str:
+    return json.dumps({"lib": lib, "modules": list(modules), "barrier": True})
+
+
+def go_message(n: int) -> bytes:
+    """'go <epoch ms>': the shared wall-clock time at which the ``n`` probes start loading."""
+    return f"go {time.time() * 1e3 + GO_LEAD_MS + GO_LEAD_MS_PER_PROBE * n:.3f}\n".encode()
+
+
+def parse_payload(stdout: str) -> dict[str, Any] | None:
+    """The probe's JSON line from its stdout (None when there is none)."""
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if data.get("probe") == "load":
+                return data
+    return None
+
+
+def _engine_gone(exc: BaseException) -> bool:
+    return isinstance(exc, (requests.exceptions.ConnectionError, FileNotFoundError, ConnectionRefusedError))
+
+
+class _Frames:
+    """Demultiplexes an attached (non-TTY) container stream; collects stdout."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.stdout = b""
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        while len(self.buf) >= 8:
+            stream, size = struct.unpack(">BxxxL", self.buf[:8])
+            if len(self.buf) < 8 + size:
+                break
+            if stream == 1:
+                self.stdout += self.buf[8 : 8 + size]
+            self.buf = self.buf[8 + size :]
+
+
+def wait_ready(streams: dict[int, tuple[Any, Any]], deadline: float) -> set[int]:
+    """Block until each stream has printed 'ready' (or closed, or the deadline passed).
+
+    ``streams`` maps slot -> (readable file object or socket, parser with feed()/stdout).
+    Returns the slots that are ready.
+    """
+    ready: set[int] = set()
+    with selectors.DefaultSelector() as sel:
+        for slot, (stream, parser) in streams.items():
+            sel.register(stream, selectors.EVENT_READ, (slot, parser))
+        while len(ready) < len(streams) and sel.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for key, _ in sel.select(timeout=remaining):
+                slot, parser = key.data
+                try:
+                    data = key.fileobj.recv(65536) if isinstance(key.fileobj, socket.socket) else os.read(
+                        key.fd, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    sel.unregister(key.fileobj)
+                    continue
+                parser.feed(data)
+                if b"ready\n" in parser.stdout:
+                    ready.add(slot)
+                    sel.unregister(key.fileobj)
+    return ready
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.stdout = b""
+
+    def feed(self, data: bytes) -> None:
+        self.stdout += data
+
+
+def reap_runtime(container_id: str) -> int:
+    """Kill the runtime processes of a container the engine cannot stop (a hung sandbox).
+
+    Only possible when the engine runs on this host; the shim is left to exit by itself.
+    Returns how many processes were killed.
+    """
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if container_id.encode() in cmdline and not comm.startswith("containerd-shim"):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    return killed
+
+
+class ContainerBatch:
+    """Runs batches of probe containers under one engine."""
+
+    def __init__(self, client: docker.DockerClient, timeout_s: float, memory_mb: int = 1024,
+                 pids_limit: int = 512, labels: dict[str, str] | None = None):
+        self.client = client
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        self.pids_limit = pids_limit
+        self.labels = {LABEL: "true", **(labels or {})}
+
+    def create_kwargs(self, image: str, runtime: str | None, modules: tuple[str, ...], lib: str,
+                      mount: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+        """Everything ``containers.create`` gets: the locked-down probe container."""
+        return dict(
+            image=image, command=["node", PROBE_PATH, probe_argument(lib, modules)], runtime=runtime,
+            network_mode="none", user=PROBE_USER, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            read_only=True, pids_limit=self.pids_limit, mem_limit=f"{self.memory_mb}m",
+            stdin_open=True, tty=False, labels={**self.labels, **labels}, **mount,
+        )
+
+    def run(self, n: int, kwargs: dict[str, Any]) -> list[Outcome]:
+        """Create ``n`` containers, start them, release them together, collect what they print."""
+        outcomes = [Outcome(slot=i) for i in range(n)]
+        containers: dict[int, Any] = {}
+        sockets: dict[int, Any] = {}
+        engine_error: BaseException | None = None
+        pool = ThreadPoolExecutor(max_workers=min(n, 16), thread_name_prefix="shlib-batch")
+        try:
+            def create_and_start(slot: int) -> None:
+                out = outcomes[slot]
+                out.t_create = time.monotonic()
+                try:
+                    c = self.client.containers.create(**kwargs)
+                    containers[slot] = c
+                    sock = self.client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
+                    sockets[slot] = getattr(sock, "_sock", sock)
+                    c.start()
+                except docker.errors.APIError as exc:
+                    out.fail("start_failed", str(exc.explanation or exc))
+                except requests.exceptions.ReadTimeout as exc:
+                    out.fail("timeout", f"the engine did not start the container in time ({exc})")
+
+            futures = [pool.submit(create_and_start, i) for i in range(n)]
+            start_deadline = time.monotonic() + self.timeout_s + START_S_PER_CONTAINER * n
+            for fut in futures:
+                try:
+                    fut.result(timeout=max(0.0, start_deadline - time.monotonic()))
+                except TimeoutError:
+                    pass
+                except BaseException as exc:  # engine gone: stop after cleaning up
+                    if _engine_gone(exc):
+                        engine_error = exc
+                    else:
+                        raise
+            if engine_error is not None:
+                raise EngineUnavailable(f"the Docker engine stopped answering during a batch ({engine_error})")
+            hung = [i for i, fut in enumerate(futures) if not fut.done()]
+            for slot in hung:
+                outcomes[slot].fail("timeout", f"the runtime did not start the container within "
+                                    f"{self.timeout_s + START_S_PER_CONTAINER * n:.0f} s")
+                if slot in containers:
+                    reap_runtime(containers[slot].id)
+            for fut in futures:
+                try:
+                    fut.result(timeout=CLEANUP_S)
+                except BaseException:
+                    pass
+
+            live = {i: (sockets[i], _Frames()) for i in sockets if outcomes[i].status == "ok"}
+            ready = wait_ready(live, time.monotonic() + self.timeout_s)
+            go = go_message(len(ready))
+            for slot in ready:  # the barrier: release every ready probe at once
+                try:
+                    live[slot][0].sendall(go)
+                except OSError as exc:
+                    outcomes[slot].fail("crashed", f"could not release the probe: {exc}")
+            for slot in live:
+                if slot not in ready:
+                    outcomes[slot].fail("timeout", f"the probe was not ready within {self.timeout_s:.0f} s")
+            go_time = time.monotonic()
+
+            def finish(slot: int) -> None:
+                out, c = outcomes[slot], containers[slot]
+                if out.status == "ok":
+                    remaining = self.timeout_s - (time.monotonic() - go_time)
+                    try:
+                        result = c.wait(timeout=max(0.1, remaining))
+                        out.exit_code = result.get("StatusCode")
+                    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+                        if _engine_gone(exc) and not isinstance(exc, requests.exceptions.ReadTimeout):
+                            if "timed out" not in str(exc).lower():
+                                raise
+                        out.fail("timeout", f"the probe did not finish within {self.timeout_s:.0f} s of go")
+                    out.wall_ms = (time.monotonic() - out.t_create) * 1e3
+                self._kill(c)
+                self._collect(c, out)
+
+            for fut in [pool.submit(finish, slot) for slot in containers]:
+                try:
+                    fut.result()
+                except BaseException as exc:
+                    if _engine_gone(exc):
+                        engine_error = exc
+                    else:
+                        raise
+            if engine_error is not None:
+                raise EngineUnavailable(f"the Docker engine stopped answering during a batch ({engine_error})")
+        finally:
+            for sock in sockets.values():
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+            for fut in [pool.submit(self._remove, c) for c in containers.values()]:
+                try:
+                    fut.result(timeout=CLEANUP_S * 3)
+                except BaseException:
+                    pass
+            pool.shutdown(wait=False, cancel_futures=True)
+        return outcomes
+
+    def _kill(self, container: Any) -> None:
+        try:
+            container.reload()
+            if container.status in ("running", "created", "restarting", "paused"):
+                container.kill()
+        except docker.errors.APIError:
+            pass
+
+    def _collect(self, container: Any, out: Outcome) -> None:
+        try:
+            container.reload()
+            attrs = container.attrs
+            state = attrs.get("State", {})
+            out.engine_runtime = attrs.get("HostConfig", {}).get("Runtime")
+            out.created_at, out.started_at, out.finished_at = attrs.get("Created"), state.get("StartedAt"), \
+                state.get("FinishedAt")
+            if out.exit_code is None and state.get("Status") == "exited":
+                out.exit_code = state.get("ExitCode")
+            if state.get("OOMKilled"):
+                out.fail("crashed", "killed by the memory limit (OOM)")
+            stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
+            stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
+        except docker.errors.APIError as exc:
+            out.fail("crashed", f"could not read the container's record: {exc}")
+            return
+        out.payload = parse_payload(stdout)
+        if out.status == "ok" and (out.payload is None or out.exit_code != 0):
+            out.fail("crashed", f"probe exited {out.exit_code} without a result: {stderr.strip()[-1500:]}")
+
+    def _remove(self, container: Any) -> None:
+        try:
+            container.remove(force=True)
+        except requests.exceptions.ReadTimeout:
+            reap_runtime(container.id)
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+class NativeBatch:
+    """Runs batches of probe processes directly on the host (the floor)."""
+
+    def __init__(self, node: str, probe: Path, timeout_s: float):
+        self.node = node
+        self.probe = probe
+        self.timeout_s = timeout_s
+
+    def run(self, n: int, lib: str, modules: tuple[str, ...]) -> list[Outcome]:
+        outcomes = [Outcome(slot=i) for i in range(n)]
+        procs: dict[int, subprocess.Popen[bytes]] = {}
+        try:
+            for i in range(n):
+                outcomes[i].t_create = time.monotonic()
+                outcomes[i].created_at = _now_iso()
+                procs[i] = subprocess.Popen([self.node, str(self.probe), probe_argument(lib, modules)],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            start_new_session=True)
+            streams = {i: (p.stdout, _Lines()) for i, p in procs.items()}
+            ready = wait_ready(streams, time.monotonic() + self.timeout_s)
+            go = go_message(len(ready))
+            for i in ready:
+                outcomes[i].started_at = _now_iso()
+                procs[i].stdin.write(go)  # type: ignore[union-attr]
+                procs[i].stdin.flush()  # type: ignore[union-attr]
+            go_time = time.monotonic()
+            for i, proc in procs.items():
+                out = outcomes[i]
+                if i not in ready:
+                    out.fail("timeout", f"the probe was not ready within {self.timeout_s:.0f} s")
+                    os.killpg(proc.pid, signal.SIGKILL)
+                try:
+                    rest, err = proc.communicate(timeout=max(0.1, self.timeout_s - (time.monotonic() - go_time)))
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    rest, err = proc.communicate()
+                    out.fail("timeout", f"the probe did not finish within {self.timeout_s:.0f} s of go")
+                out.wall_ms = (time.monotonic() - out.t_create) * 1e3
+                out.finished_at = _now_iso()
+                out.exit_code = proc.returncode
+                out.payload = parse_payload((streams[i][1].stdout + rest).decode(errors="replace"))
+                if out.status == "ok" and (out.payload is None or proc.returncode != 0):
+                    out.fail("crashed", f"probe exited {proc.returncode} without a result: "
+                             f"{err.decode(errors='replace').strip()[-1500:]}")
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        return outcomes
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e6) % 1_000_000:06d}Z"

@@ -1,0 +1,231 @@
+"""The shared library: npm modules installed once on the host, then shared with containers.
+
+Three mount modes, an experimental factor because sandboxes treat mounts and the root
+file system differently:
+  volume  a named Docker volume (the 2020 study's setup), filled once
+  bind    the host's staging directory bind-mounted
+  image   baked into an image layer on top of the Node image
+Always read-only inside the probe container, at ``/shlib/lib`` (holding node_modules/).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from shlib.config import parse_module
+from shlib.engine import LABEL
+from shlib.errors import LibraryError
+from shlib.image import NodeImage, add_files
+from shlib.paths import cache_dir
+
+MOUNT_POINT = "/shlib/lib"
+
+
+@dataclass(frozen=True)
+class Library:
+    """npm modules installed in a host directory, with their manifest."""
+
+    modules: tuple[str, ...]
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def tree_hash(self) -> str:
+        return str(self.manifest["tree_hash"])
+
+    @property
+    def volume_name(self) -> str:
+        return f"shlib-lib-{self.tree_hash[:16]}"
+
+
+def _spec_key(modules: list[str] | tuple[str, ...]) -> str:
+    return hashlib.sha256("\n".join(sorted(modules)).encode()).hexdigest()[:16]
+
+
+def tree_digest(root: Path) -> tuple[str, int, int]:
+    """(sha256 over every relative path and file content, file count, bytes) of ``root``."""
+    digest = hashlib.sha256()
+    files = size = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            digest.update(rel.encode() + b"\0")
+            if full.is_symlink():
+                digest.update(b"link:" + os.readlink(full).encode())
+            else:
+                data = full.read_bytes()
+                digest.update(hashlib.sha256(data).digest())
+                files += 1
+                size += len(data)
+    return digest.hexdigest(), files, size
+
+
+def _closure(lock: dict[str, Any], name: str) -> list[str]:
+    """Lockfile keys (node_modules/...) of ``name`` and everything it depends on."""
+    packages = lock.get("packages", {})
+    seen: list[str] = []
+
+    def resolve(dep: str, parent: str) -> str | None:
+        base = parent
+        while True:
+            key = f"{base}/node_modules/{dep}" if base else f"node_modules/{dep}"
+            if key in packages:
+                return key
+            if not base:
+                return None
+            base = base.rsplit("/node_modules/", 1)[0] if "/node_modules/" in base else ""
+
+    todo = [resolve(name, "")]
+    while todo:
+        key = todo.pop()
+        if key is None or key in seen:
+            continue
+        seen.append(key)
+        for dep in {**packages[key].get("dependencies", {}), **packages[key].get("optionalDependencies", {})}:
+            todo.append(resolve(dep, key))
+    return seen
+
+
+def _dir_size(path: Path) -> tuple[int, int]:
+    files = size = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        if Path(dirpath) != path and Path(dirpath).name == "node_modules":
+            dirnames.clear()  # nested packages are counted as their own closure members
+            continue
+        for name in filenames:
+            full = Path(dirpath) / name
+            if not full.is_symlink():
+                files += 1
+                size += full.stat().st_size
+    return files, size
+
+
+def build_manifest(path: Path, modules: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Each module's resolved version, its dependency closure's file count and bytes, the tree hash."""
+    lock = json.loads((path / "package-lock.json").read_text())
+    tree_hash, files, size = tree_digest(path / "node_modules")
+    entries = []
+    for spec in modules:
+        name, wanted = parse_module(spec)
+        keys = _closure(lock, name)
+        counted = [_dir_size(path / key) for key in keys]
+        entries.append({
+            "module": name,
+            "requested": wanted or "latest",
+            "version": lock["packages"].get(f"node_modules/{name}", {}).get("version"),
+            "packages": len(keys),
+            "files": sum(f for f, _ in counted),
+            "bytes": sum(b for _, b in counted),
+        })
+    return {"modules": entries, "tree_hash": tree_hash, "files": files, "bytes": size,
+            "npm_version": _npm_version()}
+
+
+def _npm_version() -> str | None:
+    npm = shutil.which("npm")
+    return subprocess.run([npm, "--version"], capture_output=True, text=True).stdout.strip() if npm else None
+
+
+def install_library(modules: list[str] | tuple[str, ...], root: Path | None = None) -> Library:
+    """Install ``modules`` with npm into a staging directory (once; reused when complete).
+
+    Install scripts are not run (``--ignore-scripts``): package code never runs on the host.
+    """
+    npm = shutil.which("npm")
+    if npm is None:
+        raise LibraryError("npm is not on PATH; install Node.js and npm on the host")
+    for spec in modules:
+        parse_module(spec)
+    path = (root or cache_dir() / "libs") / _spec_key(modules)
+    manifest_path = path / "shlib-manifest.json"
+    if manifest_path.exists():
+        return Library(tuple(modules), path, json.loads(manifest_path.read_text()))
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    (path / "package.json").write_text(json.dumps({"name": "shlib-library", "private": True}) + "\n")
+    cmd = [npm, "install", "--prefix", str(path), "--no-audit", "--no-fund", "--ignore-scripts",
+           "--save-exact", "--loglevel=error", *modules]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        shutil.rmtree(path, ignore_errors=True)
+        raise LibraryError(f"npm install {' '.join(modules)} failed: {done.stderr.strip()[-1500:]}")
+    manifest = build_manifest(path, modules)
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return Library(tuple(modules), path, manifest)
+
+
+def library_tar(library: Library) -> bytes:
+    """The library (package.json, lock and node_modules/) as a tar, owned by root, world-readable."""
+    buf = io.BytesIO()
+
+    def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mode = (info.mode & 0o755) | 0o444 | (0o111 if info.isdir() else 0)
+        return info
+
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("package.json", "package-lock.json", "node_modules"):
+            if (library.path / name).exists():
+                tar.add(str(library.path / name), arcname=name, filter=owned_by_root)
+    return buf.getvalue()
+
+
+def ensure_volume(client: docker.DockerClient, library: Library, image: NodeImage) -> str:
+    """The named volume holding ``library``: reused when its tree hash matches, else filled now."""
+    name = library.volume_name
+    try:
+        volume = client.volumes.get(name)
+        if volume.attrs.get("Labels", {}).get("shlib.tree_hash") == library.tree_hash:
+            return name
+        volume.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    client.volumes.create(name, labels={LABEL: "true", "shlib.tree_hash": library.tree_hash, "shlib.filling": "1"})
+    helper = client.containers.create(image.tag, ["true"], labels={LABEL: "true"}, network_mode="none",
+                                      volumes={name: {"bind": MOUNT_POINT, "mode": "rw"}})
+    try:
+        if not helper.put_archive(MOUNT_POINT, library_tar(library)):
+            raise LibraryError(f"could not copy the library into volume {name}")
+    except BaseException:
+        helper.remove(force=True)
+        client.volumes.get(name).remove(force=True)
+        raise
+    helper.remove(force=True)
+    return name
+
+
+def ensure_library_image(client: docker.DockerClient, library: Library, image: NodeImage) -> str:
+    """An image with ``library`` baked in at /shlib/lib on top of ``image``; returns its tag."""
+    tag = f"shlib/node-lib:{image.tag.split(':', 1)[1]}-{library.tree_hash[:12]}"
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        add_files(client, image.tag, library_tar(library), tag, at=MOUNT_POINT)
+    return tag
+
+
+def mount_kwargs(mode: str, library: Library, volume: str | None) -> dict[str, Any]:
+    """Keyword arguments for ``containers.create`` that put the library at /shlib/lib, read-only."""
+    if mode == "volume":
+        return {"volumes": {volume: {"bind": MOUNT_POINT, "mode": "ro"}}}
+    if mode == "bind":
+        return {"volumes": {str(library.path): {"bind": MOUNT_POINT, "mode": "ro"}}}
+    if mode == "image":
+        return {}
+    raise LibraryError(f"mount mode {mode!r} is not one of volume, bind, image")
