@@ -111,7 +111,8 @@ class Spec(BaseModel):
                 raise ValueError("give at least one concurrency level")
             for level in value:
                 if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= MAX_CONCURRENCY:
-                    raise ValueError(f"{level!r} is not allowed: each level is a whole number from 1 to {MAX_CONCURRENCY}")
+                    raise ValueError(f"{level!r} is not allowed: each level is a whole number "
+                                     f"from 1 to {MAX_CONCURRENCY}")
             if len(set(value)) != len(value):
                 raise ValueError("a concurrency level is listed twice")
         return value

@@ -118,7 +118,8 @@ def rootfs_tar(node: Path) -> bytes:
         tar.add(str(node.resolve()), arcname="usr/local/bin/node")
         for lib in linked_libraries(node):
             tar.add(str(lib.resolve()), arcname=str(lib).lstrip("/"))
-        _add_file(tar, "/etc/passwd", b"root:x:0:0:root:/root:/sbin/nologin\nnode:x:1000:1000:node:/home/node:/sbin/nologin\n")
+        _add_file(tar, "/etc/passwd",
+                  b"root:x:0:0:root:/root:/sbin/nologin\nnode:x:1000:1000:node:/home/node:/sbin/nologin\n")
         _add_file(tar, "/etc/group", b"root:x:0:\nnode:x:1000:\n")
         _add_file(tar, PROBE_PATH, probe_source())
     return buf.getvalue()
@@ -169,7 +170,8 @@ def _pulled_image(client: docker.DockerClient, node_tag: str) -> NodeImage:
         try:
             base = client.images.pull("node", tag=node_tag)
         except docker.errors.APIError as exc:
-            raise ImageError(f"cannot pull node:{node_tag} ({exc.explanation}); use node source 'host' or 'wheel:22'") from exc
+            raise ImageError(f"cannot pull node:{node_tag} ({exc.explanation}); "
+                             "use node source 'host' or 'wheel:22'") from exc
         image = add_files(client, base.id, {PROBE_PATH: probe_source()}, tag)
     version = client.containers.run(tag, ["node", "--version"], remove=True, network_mode="none").decode().strip()
     return NodeImage(tag=tag, image_id=image.id, node_version=version, source=f"pull:{node_tag}")

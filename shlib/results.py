@@ -133,7 +133,8 @@ def read_metadata(run_dir: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ResultsError(f"{path} is not valid JSON ({exc})") from exc
     if meta.get("schema_version") != SCHEMA_VERSION:
-        raise ResultsError(f"{path} has schema_version {meta.get('schema_version')!r}; this shlib reads {SCHEMA_VERSION}")
+        raise ResultsError(f"{path} has schema_version {meta.get('schema_version')!r}; "
+                           f"this shlib reads {SCHEMA_VERSION}")
     return meta
 
 

@@ -28,6 +28,8 @@ KATA_HINT = (
     "Kata 1.x as 'kata-runtime' in /etc/docker/daemon.json; then run 'shlib doctor' again"
 )
 GVISOR_HINT = "install runsc (apt-get install runsc, or gVisor's release channel) and run scripts/setup-host.sh"
+HANG_HINT = ("this gVisor platform does not start a sandbox on this host (runsc's kvm platform spins under "
+             "nested virtualisation); measure the ptrace or systrap entries instead")
 SMOKE_TIMEOUT_S = 10.0
 
 
@@ -158,7 +160,8 @@ def catalog(client: docker.DockerClient | None, recheck: bool = False) -> dict[s
             version = binary_version(path)
         runtimes[name] = Runtime(name=name, kind=kind, available=not reason, reason=reason, path=path,
                                  args=args, version=version, platform=platform,
-                                 hint=GVISOR_HINT if (kind == "gvisor" and reason) else "")
+                                 hint=(HANG_HINT if reason.startswith("hangs") else GVISOR_HINT)
+                                 if (kind == "gvisor" and reason) else "")
     for name in KATA_NAMES:
         if name not in runtimes:
             shim = shutil.which("containerd-shim-kata-v2") if name == KATA_NAMES[0] else shutil.which("kata-runtime")

@@ -1,0 +1,205 @@
+"""The ``shlib`` command: doctor, setup, run, analyze, report, clean."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shlib.errors import Interrupted, ShlibError
+
+
+def _fail(exc: ShlibError, code: int = 2) -> None:
+    click.echo(f"shlib: {exc}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="shlib")
+def cli() -> None:
+    """Measure how fast container runtimes load a shared npm library volume."""
+
+
+def doctor_report(recheck: bool = False) -> dict[str, Any]:
+    """Engine, runtimes (available or why not) and host facts, as a dict."""
+    from shlib.engine import connect, engine_facts
+    from shlib.errors import EngineUnavailable
+    from shlib.host import host_facts
+    from shlib.runtimes import catalog
+
+    try:
+        client = connect()
+        engine: dict[str, Any] = {"reachable": True, **engine_facts(client)}
+    except EngineUnavailable as exc:
+        client, engine = None, {"reachable": False, "error": str(exc)}
+    runtimes = catalog(client, recheck=recheck)
+    return {"engine": engine, "runtimes": {n: r.as_dict() for n, r in runtimes.items()}, "host": host_facts()}
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--recheck", is_flag=True, help="Smoke-test gVisor runtimes again instead of using cached results.")
+def doctor(as_json: bool, recheck: bool) -> None:
+    """What this host can measure: engine, every runtime (available or why not), host facts."""
+    report = doctor_report(recheck)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    engine = report["engine"]
+    if engine["reachable"]:
+        click.echo(f"engine: Docker {engine['docker_version']} (containerd {engine['containerd_version']}, "
+                   f"{engine['storage_driver']}, cgroup v{engine['cgroup_version']})")
+    else:
+        click.echo(f"engine: NOT reachable: {engine['error']}")
+    click.echo("runtimes:")
+    for name, rt in report["runtimes"].items():
+        mark = "ok " if rt["available"] else "-- "
+        detail = " ".join(x for x in (rt["version"] or "", " ".join(rt["args"])) if x)
+        click.echo(f"  {mark}{name:36s} {rt['kind']:7s} {detail}")
+        if not rt["available"]:
+            click.echo(f"       unavailable: {rt['reason']}")
+            if rt["hint"]:
+                click.echo(f"       to install: {rt['hint']}")
+    host = report["host"]
+    click.echo(f"host: {host['cpu_model']}, {host['cpu_count']} cores, "
+               f"{(host['mem_total_bytes'] or 0) / 2**30:.1f} GiB, kernel {host['kernel']}, "
+               f"cgroups {host['cgroup_layout']}")
+
+
+@cli.command()
+@click.option("--host/--no-host", "host_setup", default=False,
+              help="Also run scripts/setup-host.sh (as root): engine, runtimes, dockerd.")
+@click.option("--node", "nodes", multiple=True, default=["host"], show_default=True,
+              help="Node source for the image: host, wheel:20|22|24, pull:<tag> (repeatable).")
+@click.option("--modules", default="paper", show_default=True,
+              help="Module set name or comma-separated npm specs for the shared library.")
+def setup(host_setup: bool, nodes: tuple[str, ...], modules: str) -> None:
+    """Build the Node image(s) and the shared-library volume (and optionally the host)."""
+    from shlib.config import make_spec
+    from shlib.engine import connect
+    from shlib.image import ensure_image
+    from shlib.volume import ensure_volume, install_library
+
+    try:
+        if host_setup:
+            script = Path(__file__).resolve().parent.parent / "scripts" / "setup-host.sh"
+            subprocess.run(["bash", str(script)], check=True)
+        spec = make_spec({"node": list(nodes), "modules": modules if "," not in modules else modules.split(",")})
+        client = connect()
+        images = [ensure_image(client, source) for source in spec.node]
+        for image in images:
+            click.echo(f"image {image.tag} ({image.node_version}, {image.image_id[:19]})")
+        library = install_library(spec.modules)
+        click.echo(f"library {library.path}: {library.manifest['files']} files, tree {library.tree_hash[:12]}")
+        click.echo(f"volume {ensure_volume(client, library, images[0])}")
+    except ShlibError as exc:
+        _fail(exc)
+
+
+@cli.command()
+@click.argument("spec_file", required=False, type=click.Path(dir_okay=False))
+@click.option("--preset", help="A named preset instead of a spec file (quick, paper, smoke).")
+@click.option("--out", type=click.Path(file_okay=False), help="Results directory (default runs/<run_id>).")
+@click.option("--resume", is_flag=True, help="Complete the run already in --out.")
+@click.option("--set", "overrides", multiple=True, metavar="FIELD=YAML",
+              help="Override a spec field, e.g. --set repetitions=5 --set 'runtimes=[runc, native]'.")
+def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool, overrides: tuple[str, ...]) -> None:
+    """Collect: run an experiment from SPEC_FILE or --preset into a results directory."""
+    import yaml
+
+    from shlib.config import load_spec, make_spec
+    from shlib.config import preset as load_preset
+    from shlib.errors import SpecError
+    from shlib.runner import run_experiment
+
+    try:
+        if resume and out is None:
+            raise SpecError("--resume needs --out, the directory of the run to complete")
+        extra: dict[str, Any] = {}
+        for item in overrides:
+            if "=" not in item:
+                raise SpecError(f"--set {item!r}: write FIELD=VALUE")
+            key, value = item.split("=", 1)
+            extra[key] = yaml.safe_load(value)
+        if resume and spec_file is None and preset is None:
+            spec = None
+        elif (spec_file is None) == (preset is None):
+            raise SpecError("give either a SPEC_FILE or --preset NAME (not both)")
+        elif preset is not None:
+            spec = load_preset(preset, **extra)
+        else:
+            spec = make_spec({**load_spec(spec_file).as_dict(), **extra})
+        if spec is None:
+            from shlib.results import read_metadata
+
+            spec = make_spec(read_metadata(Path(out))["spec"])  # type: ignore[arg-type]
+        run_dir = run_experiment(spec, out, resume=resume)
+    except Interrupted as exc:
+        _fail(exc, 130)
+    except ShlibError as exc:
+        _fail(exc)
+    click.echo(f"results: {run_dir}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), help="Where tables and figures go (default RUN_DIR/analysis).")
+@click.option("--baseline", default="runc", show_default=True, help="Runtime every other is compared with.")
+@click.option("--seed", default=12345, show_default=True, help="Bootstrap seed.")
+def analyze(run_dir: str, out: str | None, baseline: str, seed: int) -> None:
+    """Summary and ratio tables (CSV) and figures from a results directory."""
+    from shlib.analyze import analyze_run
+
+    try:
+        result = analyze_run(Path(run_dir), Path(out) if out else None, baseline=baseline, seed=seed)
+    except ShlibError as exc:
+        _fail(exc)
+    for line in result.headline:
+        click.echo(line)
+    click.echo(f"tables and figures: {result.out_dir}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), help="Report directory (default reports/<run_id>).")
+@click.option("--baseline", default="runc", show_default=True)
+def report(run_dir: str, out: str | None, baseline: str) -> None:
+    """Execute the analysis notebooks on RUN_DIR with papermill and export HTML."""
+    from shlib.report import build_report
+
+    try:
+        report_dir = build_report(Path(run_dir), Path(out) if out else None, baseline=baseline)
+    except ShlibError as exc:
+        _fail(exc)
+    click.echo(f"report: {report_dir}")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="List what would be removed.")
+@click.option("--keep-images", is_flag=True, help="Keep images (they take a moment to rebuild).")
+def clean(dry_run: bool, keep_images: bool) -> None:
+    """Remove every container, volume and image shlib made (found by label), nothing else."""
+    from shlib.cleanup import clean_all
+    from shlib.engine import connect
+
+    try:
+        removed = clean_all(connect(), dry_run=dry_run, images=not keep_images)
+    except ShlibError as exc:
+        _fail(exc)
+    verb = "would remove" if dry_run else "removed"
+    for kind, names in removed.items():
+        click.echo(f"{verb} {len(names)} {kind}" + (f": {', '.join(names)}" if names else ""))
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""Run an experiment: prepare the host, execute the plan batch by batch, keep every result.
+
+    spec -> runtimes + image + library -> plan -> batches of probes -> rows on disk
+
+Every finished batch is on disk before the next starts. Ctrl-C / SIGTERM, a hung runtime,
+a dying engine or a kill -9 lose at most the batch in flight; ``resume=True`` completes
+the plan without repeating a trial.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import tempfile
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import docker
+import pandas as pd
+from tqdm.auto import tqdm
+
+import shlib
+from shlib import precision
+from shlib.config import Spec, make_spec, parse_module
+from shlib.containers import GO_LEAD_MS, GO_LEAD_MS_PER_PROBE, ContainerBatch, NativeBatch, Outcome
+from shlib.engine import connect, engine_facts
+from shlib.errors import EngineUnavailable, Interrupted, ResultsError, RuntimeUnavailable, SpecError
+from shlib.host import host_facts
+from shlib.image import NodeImage, ensure_image, wheel_node
+from shlib.plan import NATIVE, Batch, plan
+from shlib.results import DONE_STATUSES, ResultsStore, load_frame
+from shlib.runtimes import Runtime, catalog
+from shlib.volume import MOUNT_POINT, Library, ensure_library_image, ensure_volume, install_library, mount_kwargs
+
+#: Trial statuses that count towards skipping a runtime (the runtime failed, not the module).
+RUNTIME_FAILURES = frozenset({"timeout", "start_failed", "crashed"})
+
+
+def new_run_id(spec: Spec) -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{spec.name.replace(' ', '_')}-{os.urandom(2).hex()}"
+
+
+def select_runtimes(spec: Spec, known: dict[str, Runtime]) -> list[str]:
+    """The spec's runtimes, checked against the catalog ('all' = every available one)."""
+    if spec.runtimes == "all":
+        return [name for name, rt in known.items() if rt.available]
+    unknown = [name for name in spec.runtimes if name not in known]
+    if unknown:
+        raise SpecError(f"runtimes: unknown runtime(s) {', '.join(map(repr, unknown))}; "
+                        f"known here: {', '.join(known)} (see 'shlib doctor')")
+    missing = [f"{name} ({known[name].reason})" for name in spec.runtimes if not known[name].available]
+    if missing:
+        raise RuntimeUnavailable(f"runtimes: not available on this host: {'; '.join(missing)}. "
+                                 "Remove them from the spec or install them (see 'shlib doctor').")
+    return list(spec.runtimes)
+
+
+def check_out_dir(out_dir: Path, spec: Spec, resume: bool) -> dict[str, Any] | None:
+    """Refuse a results directory that cannot be written or holds another run; return its metadata."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ResultsError(f"--out {out_dir} exists and is not a directory")
+    meta = None
+    if (out_dir / "metadata.json").exists():
+        meta = ResultsStore(out_dir).read_metadata()
+        if not resume:
+            raise ResultsError(f"--out {out_dir} already holds run {meta.get('run_id')}; pass --resume to complete "
+                               "it, or choose another directory")
+        saved = make_spec(meta["spec"])
+        if saved.model_copy(update={"seed": None}) != spec.model_copy(update={"seed": None}) or (
+                spec.seed is not None and spec.seed != saved.seed):
+            raise ResultsError(f"--out {out_dir} holds run {meta.get('run_id')} of a different spec; resume it with "
+                               "its own spec (shown in its metadata.json) or choose another directory")
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise ResultsError(f"--out {out_dir} is not empty and holds no shlib run; choose an empty or new directory")
+    elif resume:
+        raise ResultsError(f"--resume: {out_dir} holds no run to resume")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise ResultsError(f"--out {out_dir} is not writable ({exc.strerror})") from None
+    return meta
+
+
+@contextmanager
+def signals_raise() -> Iterator[None]:
+    """Turn SIGTERM (and SIGINT) into KeyboardInterrupt in the main thread, for cleanup."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class Prepared:
+    """What the batches need, made once per run."""
+
+    client: docker.DockerClient | None
+    runtimes: dict[str, Runtime]
+    library: Library
+    images: dict[str, NodeImage] = field(default_factory=dict)
+    lib_images: dict[str, str] = field(default_factory=dict)
+    volume: str | None = None
+    native_nodes: dict[str, str] = field(default_factory=dict)
+    containers: ContainerBatch | None = None
+
+
+def prepare(spec: Spec, names: list[str], client: docker.DockerClient | None, known: dict[str, Runtime],
+            run_id: str) -> Prepared:
+    """Install the library, build images and the volume the plan needs."""
+    library = install_library(spec.modules)
+    prep = Prepared(client=client, runtimes={n: known[n] for n in names}, library=library)
+    if any(n != NATIVE for n in names):
+        assert client is not None
+        for source in spec.node:
+            prep.images[source] = ensure_image(client, source)
+            if "image" in spec.mount:
+                prep.lib_images[source] = ensure_library_image(client, library, prep.images[source])
+        if "volume" in spec.mount:
+            prep.volume = ensure_volume(client, library, prep.images[spec.node[0]])
+        prep.containers = ContainerBatch(client, spec.timeout_s, spec.memory_mb, spec.pids_limit,
+                                         labels={"shlib.run_id": run_id})
+    if NATIVE in names:
+        for source in spec.node:
+            if source == "host":
+                prep.native_nodes[source] = known[NATIVE].path or "node"
+            elif source.startswith("wheel:"):
+                prep.native_nodes[source] = str(wheel_node(source.split(":", 1)[1]))
+    return prep
+
+
+def drop_caches() -> None:
+    """Empty the host's page cache (cold-cache trials); needs root."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def execute(batch: Batch, prep: Prepared) -> list[Outcome]:
+    """Run one batch and return one outcome per process."""
+    cell = batch.cell
+    if cell.cache == "cold":
+        drop_caches()
+    names = tuple(parse_module(m)[0] for m in cell.modules)
+    if cell.runtime == NATIVE:
+        with resources.as_file(resources.files("shlib.probes").joinpath("load.js")) as probe:
+            native = NativeBatch(prep.native_nodes[cell.node], probe, prep.containers.timeout_s if prep.containers
+                                 else 60.0)
+            return native.run(cell.concurrency, str(prep.library.path), names)
+    assert prep.containers is not None
+    image = prep.lib_images[cell.node] if cell.mount == "image" else prep.images[cell.node].tag
+    kwargs = prep.containers.create_kwargs(
+        image, prep.runtimes[cell.runtime].engine_name, names, MOUNT_POINT,
+        mount_kwargs(cell.mount, prep.library, prep.volume), {"shlib.batch_id": str(batch.batch_id)})
+    return prep.containers.run(cell.concurrency, kwargs)
+
+
+def rows_for(batch: Batch, outcomes: list[Outcome], run_id: str, prep: Prepared) -> list[dict[str, Any]]:
+    """Tidy rows: one per module load per process."""
+    cell = batch.cell
+    gos = [o.payload["go_wall_ms"] for o in outcomes if o.payload and "go_wall_ms" in o.payload]
+    first_go = min(gos) if gos else None
+    batch_skew = (max(gos) - min(gos)) if gos else None
+    versions = {m["module"]: m["version"] for m in prep.library.manifest["modules"]}
+    image = prep.images.get(cell.node)
+    rows = []
+    for out in outcomes:
+        payload = out.payload or {}
+        results = {r["module"]: r for r in payload.get("results", [])}
+        for position, spec_ in enumerate(cell.modules):
+            name = parse_module(spec_)[0]
+            res = results.get(name)
+            status, error = out.status, out.error
+            if status == "ok" and res is None:
+                status, error = "crashed", "the probe did not report this module"
+            elif status == "ok" and not res["ok"]:
+                status, error = "error", res["error"]
+            rows.append({
+                "run_id": run_id, "batch_id": batch.batch_id, "trial_id": f"b{batch.batch_id:06d}-s{out.slot:03d}",
+                "rep": batch.rep, "slot": out.slot, "runtime": cell.runtime,
+                "runtime_kind": prep.runtimes[cell.runtime].kind, "concurrency": cell.concurrency,
+                "module": name, "module_version": versions.get(name), "load_mode": "isolated"
+                if len(cell.modules) == 1 else "sequence", "position": position, "mount": cell.mount,
+                "cache": cell.cache, "node_version": payload.get("node") or (image.node_version if image else None),
+                "image_id": None if cell.runtime == NATIVE else (image.image_id if image else None),
+                "load_ms": res["load_ms"] if status == "ok" and res else None, "status": status, "error": error,
+                "boot_ms": payload.get("boot_ms"), "files_loaded": res.get("files") if res else None,
+                "rss_mb": payload["rss_bytes"] / 2**20 if "rss_bytes" in payload else None,
+                "start_skew_ms": payload["go_wall_ms"] - first_go if "go_wall_ms" in payload and first_go else
+                (0.0 if "go_wall_ms" in payload else None),
+                "batch_skew_ms": batch_skew, "wall_ms": out.wall_ms,
+                "created_at": _ts(out.created_at), "started_at": _ts(out.started_at),
+                "finished_at": _ts(out.finished_at), "exit_code": out.exit_code,
+                "engine_runtime": out.engine_runtime if cell.runtime != NATIVE else NATIVE,
+            })
+    return rows
+
+
+def skipped_rows(batch: Batch, run_id: str, prep: Prepared, reason: str) -> list[dict[str, Any]]:
+    out = [Outcome(slot=i, status="skipped", error=reason) for i in range(batch.cell.concurrency)]
+    return rows_for(batch, out, run_id, prep)
+
+
+def _ts(value: str | None) -> pd.Timestamp | None:
+    if not value or value.startswith("0001-01-01"):
+        return None
+    return pd.Timestamp(value).tz_convert("UTC") if pd.Timestamp(value).tzinfo else pd.Timestamp(value, tz="UTC")
+
+
+def _counts(frame: pd.DataFrame) -> dict[str, int]:
+    trials = frame.drop_duplicates("trial_id")
+    return {str(k): int(v) for k, v in trials["status"].value_counts().items() if v}
+
+
+def unfinished_cells(frame: pd.DataFrame, target: float) -> set[tuple[Any, ...]]:
+    """Cells (runtime, module, concurrency, mount, cache) whose median is not yet known to ``target``."""
+    ok = frame[frame["status"] == "ok"]
+    keys = ["runtime", "module", "concurrency", "mount", "cache", "node_version"]
+    batch_medians = ok.groupby([*keys, "batch_id"], observed=True)["load_ms"].median().reset_index()
+    done = set()
+    for key, group in batch_medians.groupby(keys, observed=True):
+        if precision.relative_halfwidth(group["load_ms"].tolist()) <= precision.cell_target(target):
+            done.add(key[:5])
+    all_cells = {tuple(k)[:5] for k in frame[keys].drop_duplicates().itertuples(index=False)}
+    return all_cells - done
+
+
+def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = None, resume: bool = False,
+                   client: docker.DockerClient | None = None, progress: bool = True,
+                   on_batch: Callable[[Batch, list[dict[str, Any]]], None] | None = None) -> Path:
+    """Run ``spec`` into ``out_dir`` (default runs/<run_id>) and return the results directory.
+
+    Raises Interrupted (after saving) on Ctrl-C/SIGTERM and EngineUnavailable when the
+    engine goes away; in both cases ``resume=True`` completes the run later.
+    """
+    spec = make_spec(spec)
+    out = Path(out_dir) if out_dir is not None else None
+    meta = check_out_dir(out, spec, resume) if out is not None else None
+    if meta is not None:
+        spec = make_spec(meta["spec"])
+    spec = spec.with_seed()
+    if "cold" in spec.cache and os.geteuid() != 0:
+        raise SpecError("cache: 'cold' drops the host's page cache and needs root; run as root or use 'warm'")
+    run_id = meta["run_id"] if meta else new_run_id(spec)
+    if out is None:
+        out = Path("runs") / run_id
+        check_out_dir(out, spec, False)
+    needs_engine = spec.runtimes == "all" or any(r != NATIVE for r in spec.runtimes)
+    if client is None and needs_engine:
+        client = connect(pool_size=4 * max(spec.concurrency) + 8, timeout_s=max(120.0, spec.timeout_s + 60))
+    known = catalog(client)
+    names = select_runtimes(spec, known)
+    if not names:
+        raise RuntimeUnavailable("no runtime is available on this host; run 'shlib doctor' to see why")
+    prep = prepare(spec, names, client, known, run_id)
+    store = ResultsStore(out)
+    previous = load_frame(out) if meta else None
+    done_batches = set(previous.loc[previous["status"].isin(DONE_STATUSES), "batch_id"].astype(int)) \
+        if previous is not None else set()
+    started = meta["started_at"] if meta else datetime.now(UTC).isoformat()
+    metadata: dict[str, Any] = {
+        "run_id": run_id, "shlib_version": shlib.__version__, "status": "running", "spec": spec.as_dict(),
+        "seed": spec.seed, "started_at": started, "finished_at": None, "hostname": socket.gethostname(),
+        "host": host_facts(), "engine": engine_facts(client) if client is not None else None,
+        "runtimes": {n: known[n].as_dict() for n in names},
+        "runtimes_unavailable": {n: rt.reason for n, rt in known.items() if not rt.available},
+        "images": {s: img.as_dict() for s, img in prep.images.items()},
+        "library_images": prep.lib_images, "volume": prep.volume,
+        "library": {"path": str(prep.library.path), **prep.library.manifest},
+        "harness": {"go_lead_ms": GO_LEAD_MS, "go_lead_ms_per_probe": GO_LEAD_MS_PER_PROBE,
+                    "lockdown": {"network": "none", "user": "1000:1000", "cap_drop": "ALL",
+                                 "no_new_privileges": True, "read_only_rootfs": True, "library": "read-only",
+                                 "memory_mb": spec.memory_mb, "pids_limit": spec.pids_limit}},
+        "resumed_at": ([*meta.get("resumed_at", []), datetime.now(UTC).isoformat()] if meta else []),
+    }
+    store.write_metadata(metadata)
+
+    adaptive = spec.target_rel_halfwidth is not None
+    first_reps = spec.min_repetitions if adaptive else spec.repetitions
+    todo = [b for b in plan(spec, names, first_reps) if b.batch_id not in done_batches]
+    failures: dict[str, int] = defaultdict(int)
+    skipped: dict[str, str] = {}
+    next_rep = first_reps
+    bar = tqdm(total=len(todo), unit="batch", disable=not progress, desc=spec.name)
+    try:
+        with signals_raise():
+            while todo:
+                batch = todo.pop(0)
+                runtime = batch.cell.runtime
+                if runtime in skipped:
+                    rows = skipped_rows(batch, run_id, prep, skipped[runtime])
+                else:
+                    rows = rows_for(batch, execute(batch, prep), run_id, prep)
+                store.append_batch(batch.batch_id, rows)
+                for trial_status in [r["status"] for r in rows if r["position"] == 0]:
+                    failures[runtime] = failures[runtime] + 1 if trial_status in RUNTIME_FAILURES else 0
+                if runtime not in skipped and failures[runtime] >= spec.max_consecutive_failures:
+                    last = next(r["error"] for r in reversed(rows) if r["status"] in RUNTIME_FAILURES)
+                    skipped[runtime] = (f"skipped after {failures[runtime]} consecutive failed trials; "
+                                        f"last: {last}")[:2000]
+                    bar.write(f"shlib: runtime {runtime} {skipped[runtime]}")
+                if on_batch is not None:
+                    on_batch(batch, rows)
+                bar.update(1)
+                if not todo and adaptive and next_rep < spec.repetitions:
+                    frame = load_frame(out)
+                    open_cells = unfinished_cells(frame, spec.target_rel_halfwidth or 0)
+                    extra = [b for b in plan(spec, names, 1, next_rep)
+                             if (b.cell.runtime, parse_module(b.cell.modules[0])[0], b.cell.concurrency,
+                                 b.cell.mount, b.cell.cache) in open_cells and b.batch_id not in done_batches]
+                    next_rep += 1
+                    todo.extend(extra)
+                    bar.total += len(extra)
+                    if not open_cells:
+                        break
+    except KeyboardInterrupt as exc:
+        _finish(store, metadata, "interrupted")
+        raise Interrupted(f"interrupted ({exc or 'SIGINT'}); every finished batch is saved in {out}. "
+                          f"Complete the run with: shlib run --resume --out {out}") from None
+    except EngineUnavailable as exc:
+        _finish(store, metadata, "engine_failed")
+        raise EngineUnavailable(f"{exc}. Every finished batch is saved in {out}; once the engine is back "
+                                f"(scripts/setup-host.sh), complete the run with: shlib run --resume --out {out}") \
+            from None
+    finally:
+        bar.close()
+    metadata["skipped_runtimes"] = skipped
+    _finish(store, metadata, "complete", consolidate=True)
+    return out
+
+
+def _finish(store: ResultsStore, metadata: dict[str, Any], status: str, consolidate: bool = False) -> None:
+    frame = store.consolidate() if consolidate else load_frame(store.run_dir)
+    metadata.update(status=status, finished_at=datetime.now(UTC).isoformat(), counts=_counts(frame),
+                    n_rows=len(frame))
+    store.write_metadata(metadata)
