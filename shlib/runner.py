@@ -124,9 +124,12 @@ class Prepared:
 
 
 def prepare(spec: Spec, names: list[str], client: docker.DockerClient | None, known: dict[str, Runtime],
-            run_id: str) -> Prepared:
-    """Install the library, build images and the volume the plan needs."""
-    library = install_library(spec.modules)
+            run_id: str, library: Library | None = None) -> Prepared:
+    """Install the library (unless given), build images and the volume the plan needs."""
+    library = library or install_library(spec.modules)
+    absent = set(spec.module_names()) - {m["module"] for m in library.manifest["modules"]}
+    if absent:
+        raise SpecError(f"modules: {', '.join(sorted(absent))} not in the given library")
     prep = Prepared(client=client, runtimes={n: known[n] for n in names}, library=library)
     if any(n != NATIVE for n in names):
         assert client is not None
@@ -244,9 +247,11 @@ def unfinished_cells(frame: pd.DataFrame, target: float) -> set[tuple[Any, ...]]
 
 def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = None, resume: bool = False,
                    client: docker.DockerClient | None = None, progress: bool = True,
-                   on_batch: Callable[[Batch, list[dict[str, Any]]], None] | None = None) -> Path:
+                   on_batch: Callable[[Batch, list[dict[str, Any]]], None] | None = None,
+                   library: Library | None = None) -> Path:
     """Run ``spec`` into ``out_dir`` (default runs/<run_id>) and return the results directory.
 
+    ``library`` replaces the npm install of ``spec.modules`` (e.g. one with local packages).
     Raises Interrupted (after saving) on Ctrl-C/SIGTERM and EngineUnavailable when the
     engine goes away; in both cases ``resume=True`` completes the run later.
     """
@@ -269,7 +274,7 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
     names = select_runtimes(spec, known)
     if not names:
         raise RuntimeUnavailable("no runtime is available on this host; run 'shlib doctor' to see why")
-    prep = prepare(spec, names, client, known, run_id)
+    prep = prepare(spec, names, client, known, run_id, library)
     store = ResultsStore(out)
     previous = load_frame(out) if meta else None
     done_batches = set(previous.loc[previous["status"].isin(DONE_STATUSES), "batch_id"].astype(int)) \

@@ -140,9 +140,12 @@ def _npm_version() -> str | None:
     return subprocess.run([npm, "--version"], capture_output=True, text=True).stdout.strip() if npm else None
 
 
-def install_library(modules: list[str] | tuple[str, ...], root: Path | None = None) -> Library:
+def install_library(modules: list[str] | tuple[str, ...], root: Path | None = None,
+                    local: dict[str, Path] | None = None) -> Library:
     """Install ``modules`` with npm into a staging directory (once; reused when complete).
 
+    ``local`` adds packages from local directories ({name: dir}, packed and installed as
+    copies): a function's own code, or test modules that throw or hang on load.
     Install scripts are not run (``--ignore-scripts``): package code never runs on the host.
     """
     npm = shutil.which("npm")
@@ -150,7 +153,9 @@ def install_library(modules: list[str] | tuple[str, ...], root: Path | None = No
         raise LibraryError("npm is not on PATH; install Node.js and npm on the host")
     for spec in modules:
         parse_module(spec)
-    path = (root or cache_dir() / "libs") / _spec_key(modules)
+    local = dict(local or {})
+    key = [*modules, *(f"{n}={tree_digest(Path(d))[0]}" for n, d in sorted(local.items()))]
+    path = (root or cache_dir() / "libs") / _spec_key(key)
     manifest_path = path / "shlib-manifest.json"
     if manifest_path.exists():
         return Library(tuple(modules), path, json.loads(manifest_path.read_text()))
@@ -158,13 +163,20 @@ def install_library(modules: list[str] | tuple[str, ...], root: Path | None = No
         shutil.rmtree(path)
     path.mkdir(parents=True)
     (path / "package.json").write_text(json.dumps({"name": "shlib-library", "private": True}) + "\n")
+    tarballs = []
+    for name, src in sorted(local.items()):
+        packed = subprocess.run([npm, "pack", "--pack-destination", str(path), str(src)], capture_output=True,
+                                text=True)
+        if packed.returncode != 0:
+            raise LibraryError(f"npm pack {src} (local module {name!r}) failed: {packed.stderr.strip()[-800:]}")
+        tarballs.append(str(path / packed.stdout.strip().splitlines()[-1]))
     cmd = [npm, "install", "--prefix", str(path), "--no-audit", "--no-fund", "--ignore-scripts",
-           "--save-exact", "--loglevel=error", *modules]
+           "--save-exact", "--loglevel=error", *modules, *tarballs]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         shutil.rmtree(path, ignore_errors=True)
         raise LibraryError(f"npm install {' '.join(modules)} failed: {done.stderr.strip()[-1500:]}")
-    manifest = build_manifest(path, modules)
+    manifest = build_manifest(path, [*modules, *sorted(local)])
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return Library(tuple(modules), path, manifest)
 

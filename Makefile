@@ -1,0 +1,44 @@
+# The two commands a new user runs (as root, on a Debian/Ubuntu host):
+#   make run    set up everything, measure (quick preset), write the report
+#   make test   set up everything, run the test suite against the real engine
+# Each is idempotent: set-up steps that are done already change nothing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PRESET ?= quick
+OUT    ?= runs/$(PRESET)-$(shell date -u +%Y%m%dT%H%M%S)
+PYTEST_ARGS ?=
+
+.PHONY: run test setup host venv kernel bench lint clean-runs
+
+run: setup
+	$(BIN)/shlib run --preset $(PRESET) --out $(OUT)
+	$(BIN)/shlib report $(OUT)
+
+test: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+setup: host venv kernel
+	$(BIN)/shlib setup
+
+host:
+	bash scripts/setup-host.sh
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# The notebooks name the kernel "shlib": register this environment under that name.
+kernel: venv
+	$(BIN)/python -m ipykernel install --sys-prefix --name shlib --display-name "Python (shlib)" >/dev/null
+
+bench: setup
+	$(BIN)/python -m benchmarks.run
+
+lint: venv
+	$(BIN)/ruff check shlib tests benchmarks
