@@ -676,6 +676,10 @@ def concurrency_scaling(df: pd.DataFrame, baseline: str = "runc", ratio_table: p
     ratio to the baseline at the lowest and highest concurrency (from ``ratio_table``, computed when not
     given) and its trend, ``ratio_pct_per_container``: a weighted least-squares slope of log(ratio) on
     concurrency, weights 1/se^2 read from the cell intervals (normal approximation).
+    Columns: runtime, runtime_kind, module, [factors], concurrency_min, concurrency_max, n_levels, n,
+    slope_ms_per_container, slope_ci_low, slope_ci_high, pct_per_container, pct_ci_low, pct_ci_high,
+    baseline, ratio_at_min_concurrency, ratio_at_max_concurrency, ratio_pct_per_container,
+    ratio_pct_ci_low, ratio_pct_ci_high, note.
     """
     work = _ensure_prepared(df)
     factors = factors_present(work)
