@@ -7,8 +7,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
-PAPER_LODASH = "lodash@4.17.20"
+from helpers import shlib_containers
 
 
 def _no_engine(reason: str) -> None:
@@ -64,10 +63,6 @@ def paper_volume(client, paper_library, node_image) -> str:
     return ensure_volume(client, paper_library, node_image)
 
 
-def shlib_containers(client, label: str = "shlib.managed") -> list:
-    return client.containers.list(all=True, filters={"label": label})
-
-
 @pytest.fixture
 def test_labels(request) -> dict[str, str]:
     """Labels for containers a test creates itself: shlib's own plus one naming the test."""
@@ -82,16 +77,6 @@ def no_leftovers(client, test_labels) -> Iterator[None]:
     yield
     left = [c.name for c in shlib_containers(client, f"shlib.test={test_labels['shlib.test']}")]
     assert not left, f"containers left behind: {left}"
-
-
-def assert_run_left_nothing(client, run_dir) -> None:
-    """No container of the run in ``run_dir`` survives it."""
-    import json
-    from pathlib import Path
-
-    run_id = json.loads((Path(run_dir) / "metadata.json").read_text())["run_id"]
-    left = [c.name for c in shlib_containers(client, f"shlib.run_id={run_id}")]
-    assert not left, f"run {run_id} left containers behind: {left}"
 
 
 @pytest.fixture(scope="session", autouse=True)
