@@ -159,7 +159,7 @@ def analyze(run_dir: str, out: str | None, baseline: str, seed: int) -> None:
         result = analyze_run(Path(run_dir), Path(out) if out else None, baseline=baseline, seed=seed)
     except ShlibError as exc:
         _fail(exc)
-    for line in result.headline:
+    for line in result.headline_lines:
         click.echo(line)
     click.echo(f"tables and figures: {result.out_dir}")
 
