@@ -18,11 +18,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shlib.errors import SpecError
 
 #: npm package name (optionally scoped) with an optional exact version, tag or simple range.
-_NAME = r"(?:@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*"
+#: npm's rules for new packages: lowercase, URL-safe, no leading . or _, none of ~'!()*.
+_NAME = r"(?:@[a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*"
 _VERSION = r"[\^~]?[0-9A-Za-z][0-9A-Za-z.+-]*"
 MODULE_RE = re.compile(rf"^(?P<name>{_NAME})(?:@(?P<version>{_VERSION}))?$")
 MAX_MODULE_SPEC = 214
 RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+#: Names npm refuses (blacklist) and Node's core modules: require('events') loads Node's own
+#: module, never the library's package of that name, so measuring one would measure nothing.
+RESERVED_NAMES = frozenset({"node_modules", "favicon.ico"})
+CORE_MODULES = frozenset({
+    "assert", "async_hooks", "buffer", "child_process", "cluster", "console", "constants", "crypto", "dgram",
+    "diagnostics_channel", "dns", "domain", "events", "fs", "http", "http2", "https", "inspector", "module", "net",
+    "os", "path", "perf_hooks", "process", "punycode", "querystring", "readline", "repl", "stream",
+    "string_decoder", "sys", "timers", "tls", "trace_events", "tty", "url", "util", "v8", "vm", "wasi",
+    "worker_threads", "zlib",
+})
 
 #: Module sets. "paper": the 2020 study's modules at versions of that time (Oct 2020).
 MODULE_SETS: dict[str, list[str]] = {
@@ -40,13 +51,20 @@ def parse_module(spec: str) -> tuple[str, str | None]:
         raise ValueError("a module must be a non-empty npm package spec such as 'lodash' or 'lodash@4.17.21'")
     if len(spec) > MAX_MODULE_SPEC:
         raise ValueError(f"module spec is {len(spec)} characters; npm allows at most {MAX_MODULE_SPEC}")
-    match = MODULE_RE.match(spec)
-    if not match:
+    match = MODULE_RE.fullmatch(spec)
+    if not match or ".." in spec:
         raise ValueError(
-            f"{spec!r} is not a valid npm package spec: use a lowercase name of letters, digits and - . _ ~ "
-            "(optionally @scope/name), optionally followed by @version (e.g. 'lodash@4.17.21')"
+            f"{spec!r} is not a valid npm package spec: use a lowercase name of letters, digits and - . _ "
+            "(not starting with . or _, no '..'; optionally @scope/name), optionally followed by @version "
+            "(e.g. 'lodash@4.17.21')"
         )
-    return match.group("name"), match.group("version")
+    name = match.group("name")
+    if name in RESERVED_NAMES:
+        raise ValueError(f"{spec!r}: npm does not allow the package name {name!r}")
+    if name in CORE_MODULES:
+        raise ValueError(f"{spec!r}: {name!r} is a Node.js core module name; require({name!r}) loads Node's own "
+                         "module, not a package from the library, so there is nothing to measure")
+    return name, match.group("version")
 
 
 class Spec(BaseModel):
@@ -80,7 +98,7 @@ class Spec(BaseModel):
             if not value:
                 raise ValueError("give at least one runtime, or 'all' for every available one")
             for item in value:
-                if not isinstance(item, str) or not RUNTIME_RE.match(item):
+                if not isinstance(item, str) or not RUNTIME_RE.fullmatch(item):
                     raise ValueError(f"{item!r} is not a runtime name (letters, digits, . _ -; see 'shlib doctor')")
             if len(set(value)) != len(value):
                 raise ValueError("a runtime is listed twice")
@@ -134,7 +152,7 @@ class Spec(BaseModel):
         from shlib.image import NODE_SOURCE_RE
 
         for source in value:
-            if not NODE_SOURCE_RE.match(source):
+            if not isinstance(source, str) or not NODE_SOURCE_RE.fullmatch(source):
                 raise ValueError(f"{source!r} is not a node source: use 'host', 'wheel:20', 'wheel:22', "
                                  "'wheel:24' or 'pull:<tag>'")
         return value
@@ -191,6 +209,8 @@ def load_spec(path: str | Path) -> Spec:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise SpecError(f"spec file {path} is not valid YAML: {exc}") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise SpecError(f"spec file {path} cannot be read as UTF-8 text ({exc})") from None
     return make_spec(data if data is not None else {})
 
 
