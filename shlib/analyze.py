@@ -120,6 +120,8 @@ def _empty_ratios(work: pd.DataFrame) -> pd.DataFrame:
 
 
 def _times(ratio: float, low: float, high: float, baseline: str) -> str:
+    if low <= 1 <= high:
+        return f"{ratio:.2f}x [{low:.2f}, {high:.2f}] the time of {baseline} (no clear difference: interval holds 1)"
     if ratio >= 1:
         return f"{ratio:.2f}x [{low:.2f}, {high:.2f}] slower than {baseline}"
     return f"{1 / ratio:.2f}x [{1 / high:.2f}, {1 / low:.2f}] faster than {baseline}"
