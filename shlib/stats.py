@@ -528,9 +528,9 @@ def _no_ratio_reason(runtime: str, group: _Group | None, baseline: str, base: _G
 
 
 def _few_clusters_note(runtime: str, group: _Group, baseline: str, base: _Group) -> str:
-    few = [f"{name}: {g.n_clusters} batches" for name, g in ((runtime, group), (baseline, base))
-           if g.clustered and g.n_clusters < FEW_CLUSTERS]
-    return f"few batches ({', '.join(few)}): interval likely too narrow" if few else ""
+    few = [f"{name}: {g.n_clusters} {'batches' if g.clustered else 'trials'}"
+           for name, g in ((runtime, group), (baseline, base)) if g.n_clusters < FEW_CLUSTERS]
+    return f"few resampling units ({', '.join(few)}): interval likely too narrow" if few else ""
 
 
 # ---------------------------------------------------------------------------------------------------

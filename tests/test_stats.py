@@ -165,8 +165,8 @@ def test_ratios_table_shape_and_intervals():
     assert table.loc[table.concurrency == 8, "clustered"].all()
     assert not table.loc[table.concurrency == 1, "clustered"].any()
     # 4 batches of 8 at concurrency 8: flagged as few; 30 single trials are not
-    assert table.loc[table.concurrency == 8, "note"].str.contains("few batches").all()
-    assert not table.loc[table.concurrency == 1, "note"].str.contains("few batches").any()
+    assert table.loc[table.concurrency == 8, "note"].str.contains("few resampling units").all()
+    assert not table.loc[table.concurrency == 1, "note"].str.contains("few resampling units").any()
 
 
 def test_ratios_absent_baseline_names_the_runtimes_present():
@@ -356,3 +356,10 @@ def test_replication_interval_of_a_max_is_max_of_bounds():
     assert stats.replication(cells).set_index("claim_id").loc["KY2020-gvisor-docker-max", "verdict"] == "smaller"
     empty = stats.replication(cells.iloc[0:0])
     assert (empty["verdict"] == "not measured (runtime absent)").all()
+
+
+def test_few_independent_trials_are_flagged_too():
+    frame = simulate_results(seed=4, concurrency=(1,), trials_per_group=3)
+    table = stats.ratios(frame, n_resamples=500)
+    assert table["note"].str.contains("few resampling units").all()
+    assert table["note"].str.contains("3 trials").all()
