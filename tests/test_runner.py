@@ -113,3 +113,19 @@ def test_out_dir_holding_another_run_is_refused_before_anything_runs(client, tmp
     with pytest.raises(ResultsError, match="different spec"):
         run_experiment({**spec, "repetitions": 2}, out, resume=True, client=client, progress=False)
     assert len(load_results(out)[0]) == 1  # nothing measured is lost
+
+
+def test_mount_cache_and_node_are_factors_of_the_plan(client, tmp_path):
+    """Every mount mode and cache state yields its own rows; the library is found in each."""
+    spec = {"name": "t-factors", "runtimes": ["native", "runc"], "modules": [PAPER_LODASH], "repetitions": 1,
+            "mount": ["volume", "bind", "image"], "cache": ["warm", "cold"], "seed": 9}
+    out = run_experiment(spec, tmp_path / "run", client=client, progress=False)
+    df, meta = load_results(out)
+    assert (df["status"] == "ok").all(), df["error"].dropna().tolist()
+    runc = df[df["runtime"] == "runc"]
+    assert sorted(zip(runc["mount"], runc["cache"])) == sorted(
+        (m, c) for m in ("volume", "bind", "image") for c in ("warm", "cold"))
+    assert set(df.loc[df["runtime"] == "native", "mount"]) == {"host"}  # native has one mount: the host
+    assert len(df[df["runtime"] == "native"]) == 2  # warm and cold
+    assert meta["library_images"]["host"].startswith("shlib/node-lib:")
+    assert_run_left_nothing(client, out)
