@@ -12,6 +12,7 @@ capability dropped, no-new-privileges, a non-root user, pids and memory limits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -19,8 +20,12 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +63,8 @@ class Outcome:
     started_at: str | None = None
     finished_at: str | None = None
     engine_runtime: str | None = None
+    #: The probe booted and said "ready": the runtime did its part, a later failure is the load's.
+    ready: bool = False
     t_create: float = field(default=0.0, repr=False)
 
     def fail(self, status: str, error: str) -> None:
@@ -89,7 +96,26 @@ def parse_payload(stdout: str) -> dict[str, Any] | None:
 
 
 def _engine_gone(exc: BaseException) -> bool:
+    """The engine cannot be reached (as opposed to a slow answer: docker-py over a unix
+    socket reports a read timeout as a ConnectionError saying 'Read timed out')."""
+    if isinstance(exc, requests.exceptions.ConnectionError) and "timed out" in str(exc).lower():
+        return False
     return isinstance(exc, (requests.exceptions.ConnectionError, FileNotFoundError, ConnectionRefusedError))
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM (main thread) while cleaning up; they are delivered right after,
+    so a second Ctrl-C cannot cut the removal of a batch's containers short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class _Frames:
@@ -110,11 +136,11 @@ class _Frames:
             self.buf = self.buf[8 + size :]
 
 
-def wait_ready(streams: dict[int, tuple[Any, Any]], deadline: float) -> set[int]:
+def wait_ready(streams: dict[int, tuple[Any, Any]], deadline: float, closed: set[int] | None = None) -> set[int]:
     """Block until each stream has printed 'ready' (or closed, or the deadline passed).
 
     ``streams`` maps slot -> (readable file object or socket, parser with feed()/stdout).
-    Returns the slots that are ready.
+    Returns the slots that are ready; adds those whose stream ended before to ``closed``.
     """
     ready: set[int] = set()
     with selectors.DefaultSelector() as sel:
@@ -133,6 +159,8 @@ def wait_ready(streams: dict[int, tuple[Any, Any]], deadline: float) -> set[int]
                     data = b""
                 if not data:
                     sel.unregister(key.fileobj)
+                    if closed is not None:
+                        closed.add(slot)
                     continue
                 parser.feed(data)
                 if b"ready\n" in parser.stdout:
@@ -195,15 +223,28 @@ class ContainerBatch:
         )
 
     def run(self, n: int, kwargs: dict[str, Any]) -> list[Outcome]:
-        """Create ``n`` containers, start them, release them together, collect what they print."""
+        """Create ``n`` containers, start them, release them together, collect what they print.
+
+        Whatever happens (a hung runtime, the engine going away, Ctrl-C/SIGTERM in the main
+        thread), every container of the batch is removed before this returns or raises.
+        """
         outcomes = [Outcome(slot=i) for i in range(n)]
         containers: dict[int, Any] = {}
         sockets: dict[int, Any] = {}
         engine_error: BaseException | None = None
+        # A label of this batch alone: the final sweep finds containers whose create call
+        # returned too late to be recorded (an interrupt while the engine was creating them).
+        token = uuid.uuid4().hex
+        kwargs = {**kwargs, "labels": {**kwargs.get("labels", {}), "shlib.batch_token": token}}
+        stopping = threading.Event()
+        futures: list[Any] = []
         pool = ThreadPoolExecutor(max_workers=min(n, 16), thread_name_prefix="shlib-batch")
         try:
             def create_and_start(slot: int) -> None:
                 out = outcomes[slot]
+                if stopping.is_set():
+                    out.fail("crashed", "not started: the batch was stopped")
+                    return
                 out.t_create = time.monotonic()
                 try:
                     c = self.client.containers.create(**kwargs)
@@ -213,7 +254,9 @@ class ContainerBatch:
                     c.start()
                 except docker.errors.APIError as exc:
                     out.fail("start_failed", str(exc.explanation or exc))
-                except requests.exceptions.ReadTimeout as exc:
+                except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+                    if _engine_gone(exc):
+                        raise
                     out.fail("timeout", f"the engine did not start the container in time ({exc})")
 
             futures = [pool.submit(create_and_start, i) for i in range(n)]
@@ -243,15 +286,19 @@ class ContainerBatch:
                     pass
 
             live = {i: (sockets[i], _Frames()) for i in sockets if outcomes[i].status == "ok"}
-            ready = wait_ready(live, time.monotonic() + self.timeout_s)
+            closed: set[int] = set()
+            ready = wait_ready(live, time.monotonic() + self.timeout_s, closed)
             go = go_message(len(ready))
             for slot in ready:  # the barrier: release every ready probe at once
+                outcomes[slot].ready = True
                 try:
                     live[slot][0].sendall(go)
                 except OSError as exc:
                     outcomes[slot].fail("crashed", f"could not release the probe: {exc}")
             for slot in live:
-                if slot not in ready:
+                # A probe whose output ended before 'ready' has exited: _collect reports it as
+                # crashed with its exit code and stderr (it did not time out).
+                if slot not in ready and slot not in closed:
                     outcomes[slot].fail("timeout", f"the probe was not ready within {self.timeout_s:.0f} s")
             go_time = time.monotonic()
 
@@ -263,15 +310,14 @@ class ContainerBatch:
                         result = c.wait(timeout=max(0.1, remaining))
                         out.exit_code = result.get("StatusCode")
                     except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
-                        if _engine_gone(exc) and not isinstance(exc, requests.exceptions.ReadTimeout):
-                            if "timed out" not in str(exc).lower():
-                                raise
+                        if _engine_gone(exc):
+                            raise
                         out.fail("timeout", f"the probe did not finish within {self.timeout_s:.0f} s of go")
                     out.wall_ms = (time.monotonic() - out.t_create) * 1e3
                 self._kill(c)
                 self._collect(c, out)
 
-            for fut in [pool.submit(finish, slot) for slot in containers]:
+            for fut in [pool.submit(finish, slot) for slot in list(containers)]:
                 try:
                     fut.result()
                 except BaseException as exc:
@@ -282,18 +328,32 @@ class ContainerBatch:
             if engine_error is not None:
                 raise EngineUnavailable(f"the Docker engine stopped answering during a batch ({engine_error})")
         finally:
-            for sock in sockets.values():
-                try:
-                    sock.close()
-                except OSError:
-                    pass
-            for fut in [pool.submit(self._remove, c) for c in containers.values()]:
-                try:
-                    fut.result(timeout=CLEANUP_S * 3)
-                except BaseException:
-                    pass
-            pool.shutdown(wait=False, cancel_futures=True)
+            stopping.set()
+            with signals_deferred():
+                for sock in sockets.values():
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+                # Creations in flight finish first (bounded), so that their containers are removed too.
+                wait_futures(futures, timeout=CLEANUP_S)
+                removals = [pool.submit(self._remove, c) for c in list(containers.values())]
+                wait_futures(removals, timeout=CLEANUP_S * 3)
+                self._sweep(token)
+                pool.shutdown(wait=False, cancel_futures=True)
         return outcomes
+
+    def _sweep(self, token: str) -> None:
+        """Remove any container of the batch still there (best effort: the engine may be gone)."""
+        try:
+            left = self.client.containers.list(all=True, filters={"label": f"shlib.batch_token={token}"})
+        except Exception:
+            return
+        for c in left:
+            try:
+                self._remove(c)
+            except Exception:
+                pass
 
     def _kill(self, container: Any) -> None:
         try:
@@ -325,13 +385,19 @@ class ContainerBatch:
             out.fail("crashed", f"probe exited {out.exit_code} without a result: {stderr.strip()[-1500:]}")
 
     def _remove(self, container: Any) -> None:
+        """Remove a container; reap its runtime first when the engine cannot kill it."""
         try:
-            container.remove(force=True)
-        except requests.exceptions.ReadTimeout:
-            reap_runtime(container.id)
             container.remove(force=True)
         except docker.errors.NotFound:
             pass
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError, docker.errors.APIError) as exc:
+            if _engine_gone(exc):
+                raise
+            reap_runtime(container.id)
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
 
 
 class NativeBatch:

@@ -40,8 +40,15 @@ from shlib.results import DONE_STATUSES, ResultsStore, load_frame
 from shlib.runtimes import Runtime, catalog
 from shlib.volume import MOUNT_POINT, Library, ensure_library_image, ensure_volume, install_library, mount_kwargs
 
-#: Trial statuses that count towards skipping a runtime (the runtime failed, not the module).
+#: Trial statuses that count towards skipping a runtime (the runtime failed, not the module):
+#: only when the probe never got to "ready" (a module that hangs or crashes Node after the
+#: barrier is the module's failure, recorded per module, and does not skip the runtime).
 RUNTIME_FAILURES = frozenset({"timeout", "start_failed", "crashed"})
+
+
+def runtime_failed(outcome: Outcome) -> bool:
+    """Whether a trial failed because of its runtime (it never ran the probe up to 'ready')."""
+    return outcome.status in RUNTIME_FAILURES and not outcome.ready
 
 
 def new_run_id(spec: Spec) -> str:
@@ -78,17 +85,31 @@ def check_out_dir(out_dir: Path, spec: Spec, resume: bool) -> dict[str, Any] | N
                 spec.seed is not None and spec.seed != saved.seed):
             raise ResultsError(f"--out {out_dir} holds run {meta.get('run_id')} of a different spec; resume it with "
                                "its own spec (shown in its metadata.json) or choose another directory")
-    elif out_dir.exists() and any(out_dir.iterdir()):
+    elif out_dir.exists() and any(not _stray_tmp(p) for p in out_dir.iterdir()):
         raise ResultsError(f"--out {out_dir} is not empty and holds no shlib run; choose an empty or new directory")
     elif resume:
         raise ResultsError(f"--resume: {out_dir} holds no run to resume")
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out_dir):
             pass
     except OSError as exc:
-        raise ResultsError(f"--out {out_dir} is not writable ({exc.strerror})") from None
+        raise ResultsError(f"--out {out_dir} is not writable ({exc.strerror or exc})") from None
     return meta
+
+
+def _stray_tmp(path: Path) -> bool:
+    """A temporary file a killed run left half-written (results.py writes .NAME.*.tmp, then renames)."""
+    return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def remove_leftovers(client: docker.DockerClient | None, run_id: str) -> int:
+    """Remove containers of ``run_id`` that a killed run (kill -9, engine crash) left behind."""
+    if client is None:
+        return 0
+    from shlib.cleanup import clean_all
+
+    return len(clean_all(client, run_id=run_id)["containers"])
 
 
 @contextmanager
@@ -191,7 +212,11 @@ def rows_for(batch: Batch, outcomes: list[Outcome], run_id: str, prep: Prepared)
             name = parse_module(spec_)[0]
             res = results.get(name)
             status, error = out.status, out.error
-            if status == "ok" and res is None:
+            if status == "timeout" and out.ready and len(cell.modules) > 1:
+                error = (f"{error}: in sequence mode a module that does not finish loading stops its whole "
+                         "process, and the probe reports once at the end, so no module of this process was "
+                         "measured (load them with load_mode isolated to see which one hangs)")
+            elif status == "ok" and res is None:
                 status, error = "crashed", "the probe did not report this module"
             elif status == "ok" and not res["ok"]:
                 status, error = "error", res["error"]
@@ -274,6 +299,10 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
     names = select_runtimes(spec, known)
     if not names:
         raise RuntimeUnavailable("no runtime is available on this host; run 'shlib doctor' to see why")
+    if meta is not None:
+        removed = remove_leftovers(client, run_id)
+        if removed and progress:
+            tqdm.write(f"shlib: removed {removed} container(s) the interrupted run left behind")
     prep = prepare(spec, names, client, known, run_id, library)
     store = ResultsStore(out)
     previous = load_frame(out) if meta else None
@@ -310,17 +339,21 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
                 batch = todo.pop(0)
                 runtime = batch.cell.runtime
                 if runtime in skipped:
+                    outcomes: list[Outcome] = []
                     rows = skipped_rows(batch, run_id, prep, skipped[runtime])
                 else:
-                    rows = rows_for(batch, execute(batch, prep), run_id, prep)
+                    outcomes = execute(batch, prep)
+                    rows = rows_for(batch, outcomes, run_id, prep)
                 store.append_batch(batch.batch_id, rows)
-                for trial_status in [r["status"] for r in rows if r["position"] == 0]:
-                    failures[runtime] = failures[runtime] + 1 if trial_status in RUNTIME_FAILURES else 0
+                for outcome in outcomes:
+                    failures[runtime] = failures[runtime] + 1 if runtime_failed(outcome) else 0
                 if runtime not in skipped and failures[runtime] >= spec.max_consecutive_failures:
-                    last = next(r["error"] for r in reversed(rows) if r["status"] in RUNTIME_FAILURES)
+                    last = next(o.error for o in reversed(outcomes) if runtime_failed(o))
                     skipped[runtime] = (f"skipped after {failures[runtime]} consecutive failed trials; "
                                         f"last: {last}")[:2000]
                     bar.write(f"shlib: runtime {runtime} {skipped[runtime]}")
+                    metadata["skipped_runtimes"] = skipped
+                    store.write_metadata(metadata)
                 if on_batch is not None:
                     on_batch(batch, rows)
                 bar.update(1)
@@ -336,10 +369,12 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
                     if not open_cells:
                         break
     except KeyboardInterrupt as exc:
+        metadata["skipped_runtimes"] = skipped
         _finish(store, metadata, "interrupted")
         raise Interrupted(f"interrupted ({exc or 'SIGINT'}); every finished batch is saved in {out}. "
                           f"Complete the run with: shlib run --resume --out {out}") from None
     except EngineUnavailable as exc:
+        metadata["skipped_runtimes"] = skipped
         _finish(store, metadata, "engine_failed")
         raise EngineUnavailable(f"{exc}. Every finished batch is saved in {out}; once the engine is back "
                                 f"(scripts/setup-host.sh), complete the run with: shlib run --resume --out {out}") \

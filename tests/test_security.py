@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from reliability_helpers are redefined as arguments)
 """Security: probe containers are locked down (proved from inside a real probe container),
 bad input never reaches a container, and ``shlib clean`` removes what shlib made and nothing else.
 
