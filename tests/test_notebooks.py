@@ -360,3 +360,50 @@ def test_collect_notebook_runs_a_tiny_experiment(client, tmp_path):
     run_cell = next(c for c in nb.cells if c.cell_type == "code" and "run_experiment(" in c.source)
     shown = json.dumps(run_cell.outputs)
     assert "batch" in shown, "no progress bar in the run cell's output"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The checks behind the check cells (no kernel)
+
+
+def test_default_run_dir_resolves_from_the_notebooks_folder(monkeypatch):
+    """JupyterLab runs a notebook in notebooks/; papermill in the caller's folder: both find the dataset."""
+    from shlib.params import DEFAULT_RUN_DIR, find_run_dir
+
+    monkeypatch.chdir(notebooks.notebooks_dir())
+    assert find_run_dir(DEFAULT_RUN_DIR) == dataset()
+    monkeypatch.chdir(repo_root())
+    assert find_run_dir(DEFAULT_RUN_DIR) == dataset()
+
+
+def test_baseline_falls_back_like_analyze_and_runtimes_keep_it():
+    from shlib.params import ParameterError, analysis_inputs, check_baseline
+
+    assert check_baseline("runc", ["native", "runsc"])[0] == "native"
+    with pytest.raises(ParameterError, match="choose one of: native, runsc"):
+        check_baseline("kata", ["native", "runsc"])
+    inputs = analysis_inputs(dataset(), baseline="runc", runtimes=["runsc-20221219-ptrace"])
+    assert inputs.runtimes == ["runc", "runsc-20221219-ptrace"]
+    assert set(inputs.frame["runtime"].astype(str)) == {"runc", "runsc-20221219-ptrace"}
+    assert "the baseline runc was added to the runtimes analysed" in inputs.notes
+
+
+def test_variants_are_described_from_names_when_metadata_lacks_them():
+    from shlib.views import gvisor_reference, runtime_variants
+
+    variants = runtime_variants({}, ["runc", "runsc-20221219-ptrace", "runsc-20240729-systrap-exclusive"])
+    row = variants.set_index("runtime").loc["runsc-20240729-systrap-exclusive"]
+    assert (row["build"], row["platform"], row["file_access"]) == ("20240729", "systrap",
+                                                                   "--file-access-mounts=exclusive")
+    assert gvisor_reference(variants) == "runsc-20221219-ptrace"
+
+
+def test_collect_spec_applies_overrides_and_names_bad_ones():
+    from shlib.params import ParameterError, collect_spec
+
+    spec = collect_spec(preset="smoke", runtimes=["native"], concurrency=[1, 3], repetitions=4)
+    assert (spec.runtimes, spec.concurrency, spec.repetitions) == (["native"], [1, 3], 4)
+    with pytest.raises(ParameterError, match=r"concurrency"):
+        collect_spec(preset="smoke", runtimes=["native"], concurrency=[0])
+    with pytest.raises(ParameterError, match=r"spec_file: /nope.yaml does not exist"):
+        collect_spec(spec_file="/nope.yaml", runtimes=["native"])
