@@ -10,7 +10,7 @@ PRESET ?= quick
 OUT    ?= runs/$(PRESET)-$(shell date -u +%Y%m%dT%H%M%S)
 PYTEST_ARGS ?=
 
-.PHONY: run test setup host venv kernel bench lint clean-runs
+.PHONY: run test setup host venv kernel bench lint notebooks-clean
 
 run: setup
 	$(BIN)/shlib run --preset $(PRESET) --out $(OUT)
@@ -39,6 +39,10 @@ kernel: venv
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
+
+# Notebooks are committed without outputs (tests/test_notebooks.py checks it).
+notebooks-clean: venv
+	$(BIN)/python -m shlib.notebooks strip
 
 lint: venv
 	$(BIN)/ruff check shlib tests benchmarks

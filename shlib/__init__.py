@@ -23,6 +23,8 @@ _API = {
     "preset": "shlib.config",
     "run_experiment": "shlib.runner",
     "load_results": "shlib.results",
+    "analyze_run": "shlib.analyze",
+    "build_report": "shlib.report",
 }
 
 __all__ = ["__version__", *_API]
