@@ -14,8 +14,9 @@ def clean_all(client: docker.DockerClient, dry_run: bool = False, images: bool =
     """Remove shlib's containers (of ``run_id`` only, if given), volumes and images."""
     label = f"shlib.run_id={run_id}" if run_id else LABEL
     removed: dict[str, list[str]] = {"containers": [], "volumes": [], "images": []}
-    for c in client.containers.list(all=True, filters={"label": label}):
-        removed["containers"].append(c.name)
+    # sparse: a full list inspects each container and fails if one goes away meanwhile (a run removing its own)
+    for c in client.containers.list(all=True, sparse=True, filters={"label": label}):
+        removed["containers"].append(_name(c))
         if not dry_run:
             try:
                 c.remove(force=True)
@@ -39,3 +40,8 @@ def clean_all(client: docker.DockerClient, dry_run: bool = False, images: bool =
                 except docker.errors.NotFound:
                     pass
     return removed
+
+
+def _name(container: docker.models.containers.Container) -> str:
+    names = container.attrs.get("Names") or []
+    return names[0].lstrip("/") if names else (container.name or container.short_id)

@@ -346,7 +346,8 @@ class ContainerBatch:
     def _sweep(self, token: str) -> None:
         """Remove any container of the batch still there (best effort: the engine may be gone)."""
         try:
-            left = self.client.containers.list(all=True, filters={"label": f"shlib.batch_token={token}"})
+            left = self.client.containers.list(all=True, sparse=True,
+                                               filters={"label": f"shlib.batch_token={token}"})
         except Exception:
             return
         for c in left:

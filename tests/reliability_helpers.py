@@ -64,11 +64,11 @@ def probe_image(engine):
 
 
 def run_containers(client: Any, run_id: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"shlib.run_id={run_id}"})
+    return client.containers.list(all=True, sparse=True, filters={"label": f"shlib.run_id={run_id}"})
 
 
 def assert_no_containers(client: Any, run_id: str) -> None:
-    left = [f"{c.name} ({c.status})" for c in run_containers(client, run_id)]
+    left = [f"{c.attrs.get('Names')} ({c.attrs.get('State')})" for c in run_containers(client, run_id)]
     assert not left, f"run {run_id} left containers behind: {left}"
 
 
@@ -138,13 +138,42 @@ def dockerd_pid() -> int | None:
     return int(out.stdout.split()[0]) if out.returncode == 0 and out.stdout.strip() else None
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed but not reaped yet, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def clear_stale_pidfile(pidfile: Path = Path("/var/run/docker.pid")) -> None:
+    """dockerd refuses to start (or waits a minute for a containerd that never answers) while
+    a pid file names a process that still exists, which a killed process does until its parent
+    reaps it (a zombie): drop the file once that process is dead."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except FileNotFoundError:
+        return
+    except ValueError:
+        pidfile.unlink(missing_ok=True)
+        return
+    if not wait_for(lambda: not _alive(pid), 10):
+        return  # a live dockerd: leave it
+    pidfile.unlink(missing_ok=True)
+
+
 def ensure_engine_up() -> None:
     """Start the engine again with the project's idempotent setup script (and wait for it)."""
-    if engine_up():
-        return
-    done = subprocess.run(["bash", str(SETUP_HOST)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "SHLIB_SKIP_TRIXIE_RUNSC": os.environ.get("SHLIB_SKIP_TRIXIE_RUNSC", "0")})
-    assert engine_up(), f"the engine did not come back: {done.stdout[-2000:]} {done.stderr[-2000:]}"
+    outputs = []
+    for _ in range(2):
+        if engine_up():
+            return
+        clear_stale_pidfile()
+        clear_stale_pidfile(Path("/var/run/docker/containerd/containerd.pid"))  # dockerd's own containerd
+        done = subprocess.run(["bash", str(SETUP_HOST)], capture_output=True, text=True, timeout=600)
+        outputs.append(f"{done.stdout[-1500:]} {done.stderr[-1500:]}")
+    assert engine_up(), f"the engine did not come back: {outputs}"
 
 
 def _reload_dockerd() -> None:
