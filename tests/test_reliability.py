@@ -372,3 +372,28 @@ def _ping(client) -> bool:
         return bool(client.ping())
     except Exception:
         return False
+
+
+# --- a probe that dies before it is ready ----------------------------------------------------------
+
+@pytest.mark.timeout(120)
+def test_probe_that_exits_before_ready_is_crashed_at_once_with_its_stderr(engine, fx_library):
+    from shlib.containers import ContainerBatch
+    from shlib.image import ensure_image
+    from shlib.volume import MOUNT_POINT, ensure_volume, mount_kwargs
+
+    image = ensure_image(engine, "host")
+    run_id = f"test-early-exit-{os.urandom(3).hex()}"
+    batch = ContainerBatch(engine, timeout_s=60, labels={"shlib.run_id": run_id})
+    kwargs = batch.create_kwargs(image.tag, "runc", (FX_OK,), MOUNT_POINT,
+                                 mount_kwargs("volume", fx_library, ensure_volume(engine, fx_library, image)), {})
+    kwargs["command"] = ["node", "/no/such/probe.js"]
+    t0 = time.monotonic()
+    outcomes = batch.run(2, kwargs)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 30, elapsed  # not the 60 s "not ready" deadline
+    for out in outcomes:
+        assert out.status == "crashed" and not out.ready and out.exit_code == 1, out
+        assert "Cannot find module '/no/such/probe.js'" in out.error, out.error
+        assert runner.runtime_failed(out)
+    assert_no_containers(engine, run_id)
