@@ -81,7 +81,20 @@ say "$changed"
 
 # 5. Start dockerd (or restart it when its configuration changed) and wait for the socket.
 engine_up() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+# A dockerd or containerd that was killed leaves its pid file behind; when the process it
+# names is gone (or a zombie), the file only stops the new daemon from starting.
+clear_stale_pidfile() {
+  local file=$1 pid
+  [ -f "$file" ] || return 0
+  pid=$(cat "$file" 2>/dev/null || true)
+  if [ -z "$pid" ] || ! [ -e "/proc/$pid" ] || grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
+    say "removing stale pid file $file"
+    rm -f "$file"
+  fi
+}
 start_dockerd() {
+  clear_stale_pidfile /var/run/docker.pid
+  clear_stale_pidfile /var/run/docker/containerd/containerd.pid
   if command -v systemctl >/dev/null && [ "$(ps -p 1 -o comm=)" = systemd ]; then
     systemctl restart docker
   else
