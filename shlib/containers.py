@@ -43,6 +43,7 @@ from shlib.image import PROBE_PATH, PROBE_USER
 START_S_PER_CONTAINER = 2.0
 #: The go message names a start time this far ahead (ms, plus GO_LEAD_MS_PER_PROBE each), so
 #: that every probe has it before any starts loading and they start on the same clock tick.
+#: A batch of one probe has nothing to synchronise with: it starts at once (no lead).
 GO_LEAD_MS = 100.0
 GO_LEAD_MS_PER_PROBE = 10.0
 #: Seconds to wait for the engine to kill/remove a container before reaping its runtime.
@@ -76,9 +77,14 @@ def probe_argument(lib: str, modules: tuple[str, ...] | list[str]) -> str:
     return json.dumps({"lib": lib, "modules": list(modules), "barrier": True})
 
 
+def go_lead_ms(n: int) -> float:
+    """How far ahead (ms) the go message of a batch of ``n`` probes names its start time."""
+    return 0.0 if n <= 1 else GO_LEAD_MS + GO_LEAD_MS_PER_PROBE * n
+
+
 def go_message(n: int) -> bytes:
     """'go <epoch ms>': the shared wall-clock time at which the ``n`` probes start loading."""
-    return f"go {time.time() * 1e3 + GO_LEAD_MS + GO_LEAD_MS_PER_PROBE * n:.3f}\n".encode()
+    return f"go {time.time() * 1e3 + go_lead_ms(n):.3f}\n".encode()
 
 
 def parse_payload(stdout: str) -> dict[str, Any] | None:
