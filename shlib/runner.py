@@ -258,16 +258,20 @@ def _counts(frame: pd.DataFrame) -> dict[str, int]:
 
 
 def unfinished_cells(frame: pd.DataFrame, target: float) -> set[tuple[Any, ...]]:
-    """Cells (runtime, module, concurrency, mount, cache) whose median is not yet known to ``target``."""
+    """Cells (runtime, module, concurrency, mount, cache) whose median is not yet known to ``target``.
+
+    ``target``: the relative half-width wanted for ratios (see ``precision.cell_done``). A cell is
+    open while any of its node versions is; a cell without one successful trial is not (repeating
+    it would not narrow anything; its failures are in the results).
+    """
     ok = frame[frame["status"] == "ok"]
     keys = ["runtime", "module", "concurrency", "mount", "cache", "node_version"]
     batch_medians = ok.groupby([*keys, "batch_id"], observed=True)["load_ms"].median().reset_index()
-    done = set()
+    open_cells = set()
     for key, group in batch_medians.groupby(keys, observed=True):
-        if precision.relative_halfwidth(group["load_ms"].tolist()) <= precision.cell_target(target):
-            done.add(key[:5])
-    all_cells = {tuple(k)[:5] for k in frame[keys].drop_duplicates().itertuples(index=False)}
-    return all_cells - done
+        if not precision.cell_done(group.sort_values("batch_id")["load_ms"].tolist(), target):
+            open_cells.add(tuple(key)[:5])
+    return open_cells
 
 
 def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = None, resume: bool = False,
@@ -335,7 +339,19 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
     bar = tqdm(total=len(todo), unit="batch", disable=not progress, desc=spec.name)
     try:
         with signals_raise():
-            while todo:
+            while todo or adaptive:
+                if not todo:  # adaptive: one more repetition of the cells not yet known to the target
+                    open_cells = unfinished_cells(load_frame(out), spec.target_rel_halfwidth or 0) \
+                        if next_rep < spec.repetitions else set()
+                    if not open_cells:
+                        break
+                    todo = [b for b in plan(spec, names, 1, next_rep)
+                            if (b.cell.runtime, parse_module(b.cell.modules[0])[0], b.cell.concurrency,
+                                b.cell.mount, b.cell.cache) in open_cells and b.batch_id not in done_batches
+                            and b.cell.runtime not in skipped]
+                    next_rep += 1
+                    bar.total += len(todo)
+                    continue
                 batch = todo.pop(0)
                 runtime = batch.cell.runtime
                 if runtime in skipped:
@@ -357,17 +373,6 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
                 if on_batch is not None:
                     on_batch(batch, rows)
                 bar.update(1)
-                if not todo and adaptive and next_rep < spec.repetitions:
-                    frame = load_frame(out)
-                    open_cells = unfinished_cells(frame, spec.target_rel_halfwidth or 0)
-                    extra = [b for b in plan(spec, names, 1, next_rep)
-                             if (b.cell.runtime, parse_module(b.cell.modules[0])[0], b.cell.concurrency,
-                                 b.cell.mount, b.cell.cache) in open_cells and b.batch_id not in done_batches]
-                    next_rep += 1
-                    todo.extend(extra)
-                    bar.total += len(extra)
-                    if not open_cells:
-                        break
     except KeyboardInterrupt as exc:
         metadata["skipped_runtimes"] = skipped
         _finish(store, metadata, "interrupted")
