@@ -108,7 +108,13 @@ def setup(host_setup: bool, nodes: tuple[str, ...], modules: str) -> None:
 @click.option("--resume", is_flag=True, help="Complete the run already in --out.")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=YAML",
               help="Override a spec field, e.g. --set repetitions=5 --set 'runtimes=[runc, native]'.")
-def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool, overrides: tuple[str, ...]) -> None:
+@click.option("--target-ci", type=float, metavar="FRACTION",
+              help="Adaptive mode: repeat each cell until ratios are known to +-FRACTION (e.g. 0.05); "
+                   "sets target_rel_halfwidth.")
+@click.option("--max-repetitions", type=int, metavar="N",
+              help="Adaptive mode: at most N repetitions of a cell (sets repetitions, the maximum).")
+def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool, overrides: tuple[str, ...],
+        target_ci: float | None = None, max_repetitions: int | None = None) -> None:
     """Collect: run an experiment from SPEC_FILE or --preset into a results directory."""
     import yaml
 
@@ -126,6 +132,10 @@ def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool
                 raise SpecError(f"--set {item!r}: write FIELD=VALUE")
             key, value = item.split("=", 1)
             extra[key] = yaml.safe_load(value)
+        if target_ci is not None:
+            extra["target_rel_halfwidth"] = target_ci
+        if max_repetitions is not None:
+            extra["repetitions"] = max_repetitions
         if resume and spec_file is None and preset is None:
             spec = None
         elif (spec_file is None) == (preset is None):
