@@ -357,6 +357,24 @@ def _jackknife(group: _Group) -> tuple[np.ndarray, np.ndarray]:
     return medians, log_means
 
 
+def _welch_df(jack_a: np.ndarray, jack_b: np.ndarray) -> float:
+    """Welch-Satterthwaite degrees of freedom of a difference of two log-scale estimates.
+
+    Each group's variance is its leave-one-batch-out jackknife variance; with unequal batch counts
+    and spreads this follows the smaller, noisier group instead of pooling G_a + G_b - 2, which made
+    intervals too narrow (92% coverage with 45 vs 10 batches).
+    """
+    parts = []
+    for jack in (jack_a, jack_b):
+        g = len(jack)
+        if g < 2 or not np.all(np.isfinite(jack)):
+            return math.inf
+        parts.append(((g - 1) / g * float(np.sum((jack - jack.mean()) ** 2)), g - 1))
+    (va, da), (vb, db) = parts
+    denominator = va * va / da + vb * vb / db
+    return (va + vb) ** 2 / denominator if denominator > 0 else float(da + db)
+
+
 def _interval(theta: float, boot: np.ndarray, jack: Sequence[np.ndarray],
               confidence: float, df: float = math.inf) -> tuple[float, float, str, str]:
     """(low, high, method, note): BCa where defined, else percentile.
@@ -500,7 +518,7 @@ def ratios_against(df: pd.DataFrame, baselines: Sequence[str], seed: int = DEFAU
                                     "note": "undefined: a load_ms <= 0 (geometric mean) or a zero baseline median"})
                     continue
                 low, high, method, note = _interval(theta, boots[statistic], jacks[statistic], confidence,
-                                                    df=group.n_clusters + base.n_clusters - 2)
+                                                    df=_welch_df(jlm_r, jlm_b))
                 records.append({**common, "statistic": statistic, "ratio": theta, "ci_low": low, "ci_high": high,
                                 "ci_method": method, "note": "; ".join(x for x in (note, few) if x)})
     columns = ["runtime", "runtime_kind", "baseline", "baseline_kind", *keys, "statistic", "ratio", "ci_low",
