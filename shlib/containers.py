@@ -320,7 +320,8 @@ class ContainerBatch:
                             raise
                         out.fail("timeout", f"the probe did not finish within {self.timeout_s:.0f} s of go")
                     out.wall_ms = (time.monotonic() - out.t_create) * 1e3
-                self._kill(c)
+                if out.exit_code is None:  # the probe did not exit by itself
+                    self._kill(c)
                 self._collect(c, out)
 
             for fut in [pool.submit(finish, slot) for slot in list(containers)]:
@@ -383,13 +384,12 @@ class ContainerBatch:
             if state.get("OOMKilled"):
                 out.fail("crashed", "killed by the memory limit (OOM)")
             stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
-            stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
+            out.payload = parse_payload(stdout)
+            if out.status == "ok" and (out.payload is None or out.exit_code != 0):
+                stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
+                out.fail("crashed", f"probe exited {out.exit_code} without a result: {stderr.strip()[-1500:]}")
         except docker.errors.APIError as exc:
             out.fail("crashed", f"could not read the container's record: {exc}")
-            return
-        out.payload = parse_payload(stdout)
-        if out.status == "ok" and (out.payload is None or out.exit_code != 0):
-            out.fail("crashed", f"probe exited {out.exit_code} without a result: {stderr.strip()[-1500:]}")
 
     def _remove(self, container: Any) -> None:
         """Remove a container; reap its runtime first when the engine cannot kill it."""

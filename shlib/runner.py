@@ -323,6 +323,7 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
         "library_images": prep.lib_images, "volume": prep.volume,
         "library": {"path": str(prep.library.path), **prep.library.manifest},
         "harness": {"go_lead_ms": GO_LEAD_MS, "go_lead_ms_per_probe": GO_LEAD_MS_PER_PROBE,
+                    "go_lead_note": "a batch of one probe starts at once (no lead)",
                     "lockdown": {"network": "none", "user": "1000:1000", "cap_drop": "ALL",
                                  "no_new_privileges": True, "read_only_rootfs": True, "library": "read-only",
                                  "memory_mb": spec.memory_mb, "pids_limit": spec.pids_limit}},
