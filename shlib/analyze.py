@@ -163,7 +163,8 @@ def headline(tables: dict[str, pd.DataFrame], work: pd.DataFrame, baseline: str 
         else:
             lines.append(f"Claim '{row['claim']}': {row['runtime']} / {row['baseline']} {row['statistic']} cell ratio "
                          f"{row['estimate']:.2f}x [{row['ci_low']:.2f}, {row['ci_high']:.2f}] vs claimed "
-                         f"{row['claimed_value']:g}x -> {row['verdict']}.")
+                         f"{row['claimed_value']:g}x -> {row['verdict']}"
+                         + (f" ({row['note']})." if isinstance(row["note"], str) and row["note"] else "."))
     return lines
 
 

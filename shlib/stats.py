@@ -900,5 +900,11 @@ def _judge(claim: dict, rows: pd.DataFrame) -> dict:
         verdict = "larger"
     else:
         verdict = "agrees"
+        if not claim["value_low"] <= estimate <= claim["value_high"]:
+            edge = int(np.nanargmax(hi) if estimate < claim["value_low"] else np.nanargmin(lo)) if take_max else \
+                int(np.nanargmin(lo) if estimate > claim["value_high"] else np.nanargmax(hi))
+            where = ", ".join(f"{c}={rows[c].iloc[edge]}" for c in cell_cols)
+            notes.append(f"agrees only within the uncertainty: the estimate is {estimate:.2f}x and the claim is "
+                         f"inside the interval through its widest cell ({where})")
     return {"estimate": estimate, "ci_low": ci_low, "ci_high": ci_high, "n_cells": len(rows),
             "cell_of_estimate": cell, "verdict": verdict, "note": "; ".join(notes)}

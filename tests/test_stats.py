@@ -363,3 +363,14 @@ def test_few_independent_trials_are_flagged_too():
     table = stats.ratios(frame, n_resamples=500)
     assert table["note"].str.contains("few resampling units").all()
     assert table["note"].str.contains("3 trials").all()
+
+
+def test_an_agreement_that_rests_on_the_widest_cell_says_so():
+    claim = {"statistic": "max", "value_low": 15.5, "value_high": 16.5}
+    rows = pd.DataFrame({"module": ["a", "b"], "concurrency": [1, 8], "ratio": [8.0, 5.0],
+                         "ci_low": [6.0, 2.0], "ci_high": [11.0, 30.0]})
+    judged = stats._judge(claim, rows)
+    assert judged["verdict"] == "agrees" and (judged["ci_low"], judged["ci_high"]) == (6.0, 30.0)
+    assert "only within the uncertainty" in judged["note"] and "module=b, concurrency=8" in judged["note"]
+    tight = stats._judge(claim, rows.assign(ratio=[16.0, 5.0]))
+    assert tight["verdict"] == "agrees" and "only within" not in tight["note"]
