@@ -123,7 +123,7 @@ def test_mount_cache_and_node_are_factors_of_the_plan(client, tmp_path):
     df, meta = load_results(out)
     assert (df["status"] == "ok").all(), df["error"].dropna().tolist()
     runc = df[df["runtime"] == "runc"]
-    assert sorted(zip(runc["mount"], runc["cache"])) == sorted(
+    assert sorted(zip(runc["mount"], runc["cache"], strict=True)) == sorted(
         (m, c) for m in ("volume", "bind", "image") for c in ("warm", "cold"))
     assert set(df.loc[df["runtime"] == "native", "mount"]) == {"host"}  # native has one mount: the host
     assert len(df[df["runtime"] == "native"]) == 2  # warm and cold
