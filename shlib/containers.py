@@ -124,6 +124,23 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def _gather(futures: list[Any], deadline: float | None = None) -> None:
+    """Wait for ``futures`` (until ``deadline``, leaving late ones running); raise EngineUnavailable
+    once all are seen if any found the engine gone (so the caller cleans up everything first)."""
+    gone: BaseException | None = None
+    for fut in futures:
+        try:
+            fut.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            pass
+        except BaseException as exc:
+            if not _engine_gone(exc):
+                raise
+            gone = exc
+    if gone is not None:
+        raise EngineUnavailable(f"the Docker engine stopped answering during a batch ({gone})")
+
+
 class _Frames:
     """Demultiplexes an attached (non-TTY) container stream; collects stdout."""
 
@@ -151,6 +168,10 @@ def wait_ready(streams: dict[int, tuple[Any, Any]], deadline: float, closed: set
     ready: set[int] = set()
     with selectors.DefaultSelector() as sel:
         for slot, (stream, parser) in streams.items():
+            if stream.fileno() < 0:  # closed already: nothing more will come
+                if closed is not None:
+                    closed.add(slot)
+                continue
             sel.register(stream, selectors.EVENT_READ, (slot, parser))
         while len(ready) < len(streams) and sel.get_map():
             remaining = deadline - time.monotonic()
@@ -237,7 +258,9 @@ class ContainerBatch:
         outcomes = [Outcome(slot=i) for i in range(n)]
         containers: dict[int, Any] = {}
         sockets: dict[int, Any] = {}
-        engine_error: BaseException | None = None
+        # docker-py's attach handle owns the HTTP response: once garbage-collected it closes the
+        # socket under us (fd -1, seen with 64 containers), so the handles live as long as the batch.
+        handles: dict[int, Any] = {}
         # A label of this batch alone: the final sweep finds containers whose create call
         # returned too late to be recorded (an interrupt while the engine was creating them).
         token = uuid.uuid4().hex
@@ -256,6 +279,7 @@ class ContainerBatch:
                     c = self.client.containers.create(**kwargs)
                     containers[slot] = c
                     sock = self.client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
+                    handles[slot] = sock
                     sockets[slot] = getattr(sock, "_sock", sock)
                     c.start()
                 except docker.errors.APIError as exc:
@@ -267,18 +291,7 @@ class ContainerBatch:
 
             futures = [pool.submit(create_and_start, i) for i in range(n)]
             start_deadline = time.monotonic() + self.timeout_s + START_S_PER_CONTAINER * n
-            for fut in futures:
-                try:
-                    fut.result(timeout=max(0.0, start_deadline - time.monotonic()))
-                except TimeoutError:
-                    pass
-                except BaseException as exc:  # engine gone: stop after cleaning up
-                    if _engine_gone(exc):
-                        engine_error = exc
-                    else:
-                        raise
-            if engine_error is not None:
-                raise EngineUnavailable(f"the Docker engine stopped answering during a batch ({engine_error})")
+            _gather(futures, start_deadline)
             hung = [i for i, fut in enumerate(futures) if not fut.done()]
             for slot in hung:
                 outcomes[slot].fail("timeout", f"the runtime did not start the container within "
@@ -324,20 +337,11 @@ class ContainerBatch:
                     self._kill(c)
                 self._collect(c, out)
 
-            for fut in [pool.submit(finish, slot) for slot in list(containers)]:
-                try:
-                    fut.result()
-                except BaseException as exc:
-                    if _engine_gone(exc):
-                        engine_error = exc
-                    else:
-                        raise
-            if engine_error is not None:
-                raise EngineUnavailable(f"the Docker engine stopped answering during a batch ({engine_error})")
+            _gather([pool.submit(finish, slot) for slot in list(containers)])
         finally:
             stopping.set()
             with signals_deferred():
-                for sock in sockets.values():
+                for sock in [*sockets.values(), *handles.values()]:
                     try:
                         sock.close()
                     except OSError:

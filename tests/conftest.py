@@ -7,13 +7,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from helpers import shlib_containers
-
-
-def _no_engine(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but the Docker engine is unusable: {reason}")
-    pytest.skip(f"no Docker engine here: {reason}")
+from helpers import no_engine, shlib_containers
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +19,7 @@ def client():
     try:
         return connect(pool_size=80)
     except EngineUnavailable as exc:
-        _no_engine(str(exc))
+        no_engine(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
+
 PAPER_LODASH = "lodash@4.17.20"
+
+
+def no_engine(reason: str) -> None:
+    """Skip with the reason, or fail under CI=true (CI starts the engine, so it must be there)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but the Docker engine is unusable: {reason}")
+    pytest.skip(f"no Docker engine here: {reason}")
 
 
 def shlib_containers(client, label: str = "shlib.managed") -> list:

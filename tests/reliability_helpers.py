@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import no_engine
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -27,13 +28,6 @@ SETUP_HOST = REPO / "scripts" / "setup-host.sh"
 #: The local test packages (see tests/fixtures/README.md).
 FX_OK, FX_ESM, FX_THROWS = "shlib-fx-ok", "shlib-fx-esm-only", "shlib-fx-throws"
 FX_MISSING_DEP, FX_MISSING_MAIN, FX_HANGS = "shlib-fx-missing-dep", "shlib-fx-missing-main", "shlib-fx-hangs"
-
-
-def no_engine(reason: str) -> None:
-    """Skip with the reason, or fail under CI=true (CI must have an engine)."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but no Docker engine can be used: {reason}")
-    pytest.skip(f"no Docker engine can be reached: {reason}")
 
 
 @pytest.fixture(scope="session")
