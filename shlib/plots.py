@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from shlib.stats import runtime_kind_of
+from shlib.results import runtime_kind
 
 # Families get hues: runc blue, crun teal, native grey, gVisor oranges/reds, Kata greens, other purples.
 _FAMILY_COLOURS: dict[str, list[str]] = {
@@ -42,7 +42,7 @@ def runtime_colors(runtimes: Iterable[str], kinds: Mapping[str, str] | None = No
     colours: dict[str, str] = {}
     by_family: dict[str, list[str]] = {}
     for name in sorted(set(runtimes)):
-        by_family.setdefault(kinds.get(name) or runtime_kind_of(name), []).append(name)
+        by_family.setdefault(kinds.get(name) or runtime_kind(name), []).append(name)
     for family, names in by_family.items():
         palette = _FAMILY_COLOURS.get(family, _FAMILY_COLOURS["other"])
         for i, name in enumerate(names):
@@ -60,7 +60,7 @@ def _hash_colour(name: str) -> str:
 
 def runtime_order(runtimes: Iterable[str]) -> list[str]:
     """Runtimes in a stable reading order: native, runc, crun, gVisor variants, Kata, others."""
-    return sorted(set(runtimes), key=lambda r: (_FAMILY_ORDER.index(runtime_kind_of(r)), r))
+    return sorted(set(runtimes), key=lambda r: (_FAMILY_ORDER.index(runtime_kind(r)), r))
 
 
 def save_figure(fig: Figure, path: str | Path, formats: Iterable[str] = ("png", "svg"), dpi: int = 150) -> list[Path]:

@@ -61,6 +61,22 @@ SCHEMA = pa.schema([
 ])
 COLUMNS = SCHEMA.names
 STATUSES = ("ok", "error", "timeout", "start_failed", "crashed", "skipped")
+RUNTIME_KINDS = ("native", "runc", "crun", "gvisor", "kata", "other")
+
+
+def runtime_kind(name: str, path: str | None = None) -> str:
+    """The ``runtime_kind`` of a runtime, from its name (and binary path, when known)."""
+    base = os.path.basename(path or "")
+    if name == "native":
+        return "native"
+    if "kata" in name or "kata" in base:
+        return "kata"
+    if "runsc" in name or "gvisor" in name or base == "runsc":
+        return "gvisor"
+    for kind in ("crun", "runc"):
+        if name == kind or base == kind:
+            return kind
+    return "other"
 #: Statuses that mean a trial was attempted and need not be repeated on --resume.
 DONE_STATUSES = frozenset(STATUSES) - {"skipped"}
 

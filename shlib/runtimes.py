@@ -20,6 +20,7 @@ from typing import Any
 import docker
 
 from shlib.paths import cache_dir
+from shlib.results import runtime_kind
 
 KATA_NAMES = ("io.containerd.kata.v2", "kata-runtime")
 KATA_HINT = (
@@ -54,22 +55,6 @@ class Runtime:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def kind_of(name: str, path: str | None = None) -> str:
-    """Family of a runtime from its registered name or binary."""
-    base = os.path.basename(path or "")
-    if name == "native":
-        return "native"
-    if name in KATA_NAMES or "kata" in name or "kata" in base:
-        return "kata"
-    if "runsc" in name or base == "runsc":
-        return "gvisor"
-    if name == "crun" or base == "crun":
-        return "crun"
-    if name == "runc" or base == "runc":
-        return "runc"
-    return "other"
 
 
 def binary_version(path: str | None) -> str | None:
@@ -145,7 +130,7 @@ def catalog(client: docker.DockerClient | None, recheck: bool = False) -> dict[s
         spec = registered[name] or {}
         path = spec.get("path") or name
         args = list(spec.get("runtimeArgs") or [])
-        kind = kind_of(name, path)
+        kind = runtime_kind(name, path)
         reason, version, platform = "", None, None
         if kind == "gvisor":
             version = binary_version(path)

@@ -20,8 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from shlib.results import COLUMNS, SCHEMA, ResultsStore, write_table
-from shlib.stats import runtime_kind_of
+from shlib.results import COLUMNS, SCHEMA, ResultsStore, runtime_kind, write_table
 
 DEFAULT_MODULES: dict[str, float] = {"lodash": 40.0, "express": 80.0, "react": 30.0}
 DEFAULT_SPEEDS: dict[str, float] = {"runc": 1.0, "runsc-sim": 3.0}
@@ -149,7 +148,7 @@ def simulate_results(scenario: Scenario | None = None, seed: int = 0, **kwargs: 
         "rep": rep,
         "slot": slot,
         "runtime": runtime,
-        "runtime_kind": np.array([runtime_kind_of(r) for r in runtime], dtype=object),
+        "runtime_kind": np.array([runtime_kind(r) for r in runtime], dtype=object),
         "concurrency": conc,
         "module": module,
         "module_version": np.full(n, "0.0.0-sim", dtype=object),

@@ -39,6 +39,7 @@ import pandas as pd
 from scipy import special, stats
 
 from shlib.errors import AnalysisError
+from shlib.results import runtime_kind
 
 FACTORS = ("mount", "cache", "node_version", "load_mode")
 REQUIRED_COLUMNS = ("runtime", "module", "concurrency", "load_ms", "status")
@@ -51,19 +52,6 @@ DEFAULT_SEED = 12345
 FEW_CLUSTERS = 5
 _CHUNK_CELLS = 4_000_000  # elements per temporary (resamples x trials) array
 STATISTICS = ("median", "gmean")
-
-
-def runtime_kind_of(name: str) -> str:
-    """Family of a runtime name (native, runc, crun, gvisor, kata, other), as the catalog names them."""
-    if name == "native":
-        return "native"
-    if "kata" in name:
-        return "kata"
-    if "runsc" in name or "gvisor" in name:
-        return "gvisor"
-    if name in ("runc", "crun"):
-        return name
-    return "other"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -94,7 +82,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         "status": df["status"].astype(str).to_numpy(),
     })
     kinds = df["runtime_kind"].astype(object).to_numpy() if "runtime_kind" in df.columns else [None] * len(df)
-    work["runtime_kind"] = [str(k) if isinstance(k, str) and k else runtime_kind_of(r)
+    work["runtime_kind"] = [str(k) if isinstance(k, str) and k else runtime_kind(r)
                             for k, r in zip(kinds, work["runtime"], strict=True)]
     for name in FACTORS:
         if name in df.columns:

@@ -190,13 +190,13 @@ def runtime_variants(metadata: Mapping[str, Any], runtimes: Iterable[str], frame
     Read from the run's metadata (what the catalog recorded); a runtime missing there (simulated data)
     is described from its name.
     """
-    from shlib.stats import runtime_kind_of
+    from shlib.results import runtime_kind
 
     known = metadata.get("runtimes") or {}
     rows = []
     for name in runtimes:
         rt = known.get(name) or {}
-        kind = rt.get("kind") or runtime_kind_of(name)
+        kind = rt.get("kind") or runtime_kind(name)
         args = list(rt.get("args") or [])
         platform = rt.get("platform") or next((a.split("=", 1)[1] for a in args if a.startswith("--platform=")), "")
         if not platform and kind == "gvisor":

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from shlib import runtimes
-from shlib.runtimes import catalog, kind_of, smoke_runsc
+from shlib.results import runtime_kind
+from shlib.runtimes import catalog, smoke_runsc
 
 
 class FakeClient:
@@ -31,8 +32,8 @@ class FakeClient:
     ("io.containerd.kata.v2", None, "kata"), ("kata-runtime", "/usr/bin/kata-runtime", "kata"),
     ("youki", "/usr/bin/youki", "other"),
 ])
-def test_kind_of(name, path, kind):
-    assert kind_of(name, path) == kind
+def test_runtime_kind(name, path, kind):
+    assert runtime_kind(name, path) == kind
 
 
 def _script(tmp_path: Path, name: str, body: str) -> str:
