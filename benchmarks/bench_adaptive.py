@@ -63,7 +63,9 @@ CASES = (CoverageCase("c=1, sigma 0.3, target 0.20", 0.3, 1, 0.0, 0.20),
 def order_statistic_rep(batch_medians: list[float], target: float, min_reps: int, max_reps: int) -> int:
     """The previous rule: order-statistic 95% interval of the batch medians within target/sqrt(2)."""
     for reps in range(min_reps, min(max_reps, len(batch_medians)) + 1):
-        if precision.relative_halfwidth(batch_medians[:reps]) <= target / math.sqrt(2):
+        values = np.asarray(batch_medians[:reps])
+        low, high = stats.median_ci(values)
+        if np.isfinite(low) and (high - low) / 2 / np.median(values) <= target / math.sqrt(2):
             return reps
     return max_reps
 

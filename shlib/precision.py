@@ -32,7 +32,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import binom, chi2, t
+from scipy.stats import chi2, t
 
 #: The median's standard error over the mean's for normal data (asymptotic): sqrt(pi / 2).
 MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2)
@@ -40,37 +40,6 @@ MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2)
 SPREAD_BOUND = 0.90
 #: Fewest batches the rule judges (fewer cannot bound the spread).
 MIN_BATCHES = 3
-
-
-def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """(median, low, high): order-statistic interval with coverage >= ``confidence``.
-
-    With too few values for that coverage the interval is infinite.
-    """
-    xs = sorted(v for v in values if math.isfinite(v))
-    n = len(xs)
-    if n == 0:
-        return math.nan, -math.inf, math.inf
-    median = (xs[(n - 1) // 2] + xs[n // 2]) / 2
-    alpha = 1 - confidence
-    # largest k with P(Binom(n, 1/2) <= k - 1) <= alpha/2: interval [x_(k), x_(n-k+1)]
-    k = int(binom.ppf(alpha / 2, n, 0.5))
-    if k < 1 or binom.cdf(k - 1, n, 0.5) > alpha / 2:
-        k -= 1
-    if k < 1:
-        return median, -math.inf, math.inf
-    return median, xs[k - 1], xs[n - k]
-
-
-def relative_halfwidth(values: Sequence[float], confidence: float = 0.95) -> float:
-    """Half the order-statistic interval's width over the median (inf when it cannot be bounded yet).
-
-    Descriptive only: the adaptive mode stops on ``predicted_halfwidth`` (see the module doc).
-    """
-    median, low, high = median_ci(values, confidence)
-    if not math.isfinite(low) or not math.isfinite(high) or median <= 0:
-        return math.inf
-    return (high - low) / 2 / median
 
 
 def predicted_halfwidth(batch_medians: Sequence[float], confidence: float = 0.95,

@@ -161,7 +161,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     agg = agg.join(quant)
     agg["cv"] = agg["sd_ms"] / agg["mean_ms"]
     agg["n_batches"] = ok.groupby(keys, sort=True, observed=True)["cluster"].nunique()
-    ci = load.agg(lambda x: _median_ci(x.to_numpy()))
+    ci = load.agg(lambda x: median_ci(x.to_numpy()))
     agg["median_ci_low_ms"] = [c[0] for c in ci]
     agg["median_ci_high_ms"] = [c[1] for c in ci]
     out = out.join(agg, how="left")
@@ -189,7 +189,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()[[*keys, *columns]]
 
 
-def _median_ci(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+def median_ci(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Distribution-free interval for a median from order statistics (>= confidence; independent trials)."""
     n = len(values)
     k = int(stats.binom.ppf((1 - confidence) / 2, n, 0.5)) if n else 0
