@@ -121,6 +121,7 @@ def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool
     from shlib.config import load_spec, make_spec
     from shlib.config import preset as load_preset
     from shlib.errors import SpecError
+    from shlib.results import read_metadata
     from shlib.runner import run_experiment
 
     try:
@@ -136,18 +137,14 @@ def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool
             extra["target_rel_halfwidth"] = target_ci
         if max_repetitions is not None:
             extra["repetitions"] = max_repetitions
-        if resume and spec_file is None and preset is None:
-            spec = None
+        if resume and spec_file is None and preset is None:  # the run's own spec
+            spec = make_spec(read_metadata(Path(out))["spec"])  # type: ignore[arg-type]
         elif (spec_file is None) == (preset is None):
             raise SpecError("give either a SPEC_FILE or --preset NAME (not both)")
         elif preset is not None:
             spec = load_preset(preset, **extra)
         else:
             spec = make_spec({**load_spec(spec_file).as_dict(), **extra})
-        if spec is None:
-            from shlib.results import read_metadata
-
-            spec = make_spec(read_metadata(Path(out))["spec"])  # type: ignore[arg-type]
         run_dir = run_experiment(spec, out, resume=resume)
     except Interrupted as exc:
         _fail(exc, 130)
