@@ -42,7 +42,7 @@ bench: setup
 
 # Notebooks are committed without outputs (tests/test_notebooks.py checks it).
 notebooks-clean: venv
-	$(BIN)/python -m shlib.notebooks strip
+	$(BIN)/python -m shlib.present.notebooks strip
 
 lint: venv
 	$(BIN)/ruff check shlib tests benchmarks

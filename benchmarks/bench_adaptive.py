@@ -10,7 +10,7 @@ and the coverage of the intervals it leads to (optional stopping must not make t
                measured in the run), with the fixed design at its oracle size: the fewest repetitions at
                which every cell meets the target in that replicate (the most favourable fixed design).
     coverage:  simulated cells with a known true ratio (shlib.simulate), run to the stopping rule
-               (shlib.precision.stopping_rep), then shlib.stats.ratios on what was collected: how often
+               (shlib.spec.adaptive.stopping_rep), then shlib.analysis.ratios.ratios on what was collected: how often
                the 95% intervals cover the truth; and the same for the previous rule (order-statistic
                interval of the batch medians) for comparison.
 """
@@ -30,10 +30,12 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import RUNTIMES, Row, Setup, verdict
-from shlib import precision, stats
-from shlib.results import load_frame
-from shlib.runner import run_experiment
+from shlib.analysis.ratios import ratios
+from shlib.analysis.summaries import median_ci
+from shlib.collect.runner import run_experiment
+from shlib.results.store import load_frame
 from shlib.simulate import Scenario, simulate_results
+from shlib.spec import adaptive
 
 SAVING_GOAL = 0.5
 COVERAGE_BAND = (0.93, 0.97)
@@ -64,7 +66,7 @@ def order_statistic_rep(batch_medians: list[float], target: float, min_reps: int
     """The previous rule: order-statistic 95% interval of the batch medians within target/sqrt(2)."""
     for reps in range(min_reps, min(max_reps, len(batch_medians)) + 1):
         values = np.asarray(batch_medians[:reps])
-        low, high = stats.median_ci(values)
+        low, high = median_ci(values)
         if np.isfinite(low) and (high - low) / 2 / np.median(values) <= target / math.sqrt(2):
             return reps
     return max_reps
@@ -72,10 +74,10 @@ def order_statistic_rep(batch_medians: list[float], target: float, min_reps: int
 
 def coverage(case: CoverageCase, n_cells: int, seed: int, rule: str = "adaptive",
              n_resamples: int = 1000) -> dict[str, float]:
-    """Coverage of stats.ratios' 95% intervals after stopping each simulated cell by ``rule``.
+    """Coverage of ratios' 95% intervals after stopping each simulated cell by ``rule``.
 
     ``n_cells`` independent ratios (runsc / runc, true ratio 1.8), simulated as that many modules.
-    rule: "adaptive" (shlib.precision), "order-statistic" (the previous rule) or "fixed:<reps>".
+    rule: "adaptive" (shlib.spec.adaptive), "order-statistic" (the previous rule) or "fixed:<reps>".
     """
     modules = {f"m{i:05d}": 30.0 for i in range(n_cells)}
     scenario = Scenario(speeds={"runc": 1.0, "runsc": TRUE_RATIO}, modules=modules,
@@ -88,7 +90,7 @@ def coverage(case: CoverageCase, n_cells: int, seed: int, rule: str = "adaptive"
     for (runtime, module), group in medians.groupby(["runtime", "module"], observed=True):
         values = group["load_ms"].tolist()
         if rule == "adaptive":
-            stops[(runtime, module)] = precision.stopping_rep(values, case.target, case.min_reps, case.max_reps)
+            stops[(runtime, module)] = adaptive.stopping_rep(values, case.target, case.min_reps, case.max_reps)
         elif rule == "order-statistic":
             stops[(runtime, module)] = order_statistic_rep(values, case.target, case.min_reps, case.max_reps)
         else:
@@ -96,7 +98,7 @@ def coverage(case: CoverageCase, n_cells: int, seed: int, rule: str = "adaptive"
     stop = pd.Series([stops[(r, m)] for r, m in zip(frame["runtime"], frame["module"], strict=True)],
                      index=frame.index)
     kept = frame[frame["rep"] < stop]
-    table = stats.ratios(kept, baseline="runc", seed=seed, n_resamples=n_resamples)
+    table = ratios(kept, baseline="runc", seed=seed, n_resamples=n_resamples)
     out: dict[str, float] = {"cells": float(n_cells), "mean_reps": float(np.mean(list(stops.values()))),
                              "capped": float(np.mean([s >= case.max_reps for s in stops.values()]))}
     for statistic in ("median", "gmean"):
@@ -172,7 +174,7 @@ def real_run(setup: Setup, quick: bool, target: float, seed: int,
     fixed_wall = float((r_max * cells["batch_s"]).sum())
     adaptive_containers = int(len(trials))
     run_wall = float(sum(durations.values()))  # batches only: the same set-up would precede either design
-    ratio_table = stats.ratios(frame, baseline="runc", seed=seed)
+    ratio_table = ratios(frame, baseline="runc", seed=seed)
     med = ratio_table[ratio_table["statistic"] == "median"]
     half = ((med["ci_high"] - med["ci_low"]) / 2 / med["ratio"]).dropna()
     design = (f"{len(RUNTIMES)} runtimes x {frame['module'].nunique()} modules x concurrency "
@@ -215,10 +217,10 @@ def replay_rows(trials: pd.DataFrame, target: float, min_reps: int, max_reps: in
     for _ in range(replicates):
         logs = rng.normal(0.0, 1.0, (len(sd), max_reps)) * sd[:, None]
         values = np.exp(logs)
-        stops = np.array([precision.stopping_rep(list(v), target, min_reps, max_reps) for v in values])
+        stops = np.array([adaptive.stopping_rep(list(v), target, min_reps, max_reps) for v in values])
         fixed = max_reps
         for reps in range(int(stops.max()), max_reps + 1):  # every cell must meet the target at the same R
-            if all(precision.cell_done(list(v[:reps]), target) for v in values):
+            if all(adaptive.cell_done(list(v[:reps]), target) for v in values):
                 fixed = reps
                 break
         ratios.append(float((stops * conc).sum() / (fixed * conc).sum()))

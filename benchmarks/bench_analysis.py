@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shlib.analyze import analyze_frame  # noqa: E402
+from shlib.analysis.analyze import analyze_frame  # noqa: E402
+from shlib.analysis.defaults import DEFAULT_RESAMPLES  # noqa: E402
 from shlib.simulate import Scenario, simulate_results  # noqa: E402
-from shlib.stats import DEFAULT_RESAMPLES  # noqa: E402
 
 TARGET_S = 30.0
 RESULTS = Path(__file__).resolve().parent / "results" / "analysis.csv"

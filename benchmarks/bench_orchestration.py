@@ -16,7 +16,7 @@ import random
 import statistics
 from collections.abc import Callable
 
-import shlib.containers
+import shlib.collect.probe
 from benchmarks.common import (
     MODULE,
     RUNTIMES,
@@ -30,17 +30,17 @@ from benchmarks.common import (
     run_shlib,
     verdict,
 )
-from shlib.containers import GO_LEAD_MS, GO_LEAD_MS_PER_PROBE, go_lead_ms
+from shlib.collect.probe import GO_LEAD_MS, GO_LEAD_MS_PER_PROBE, go_lead_ms
 
 
 def run_shlib_fixed_lead(setup: Setup, runtime: str) -> Trial:
     """shlib as it was before the lead became adaptive: a go lead of 110 ms even for one probe."""
-    adaptive = shlib.containers.go_lead_ms
-    shlib.containers.go_lead_ms = lambda n: GO_LEAD_MS + GO_LEAD_MS_PER_PROBE * n  # type: ignore[assignment]
+    adaptive = shlib.collect.probe.go_lead_ms
+    shlib.collect.probe.go_lead_ms = lambda n: GO_LEAD_MS + GO_LEAD_MS_PER_PROBE * n  # type: ignore[assignment]
     try:
         trial = run_shlib(setup, runtime)
     finally:
-        shlib.containers.go_lead_ms = adaptive  # type: ignore[assignment]
+        shlib.collect.probe.go_lead_ms = adaptive  # type: ignore[assignment]
     trial.method = "shlib, fixed lead"
     return trial
 

@@ -22,9 +22,9 @@ from typing import Any
 from unittest import mock
 
 from benchmarks.common import MODULE, RUNTIMES, Row, Setup, ratio_of_medians, verdict, wait_for_engine
-from shlib import runner
-from shlib.config import MODULE_SETS
-from shlib.containers import Outcome
+from shlib.collect import runner
+from shlib.collect.probe import Outcome
+from shlib.spec.modules import MODULE_SETS
 
 #: 2x the batches may cost up to 2.2x the time (sub-linear is fine: a run has a fixed set-up cost).
 SCALING_GOAL = 2.2

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from shlib.config import MODULE_SETS
-from shlib.containers import ContainerBatch, parse_payload, probe_argument
-from shlib.engine import LABEL, connect
-from shlib.image import PROBE_PATH, PROBE_USER, NodeImage, ensure_image
-from shlib.volume import MOUNT_POINT, Library, ensure_volume, install_library, mount_kwargs
+from shlib.collect.docker_batch import ContainerBatch
+from shlib.collect.engine import LABEL, connect
+from shlib.collect.image import PROBE_PATH, PROBE_USER, NodeImage, ensure_image
+from shlib.collect.library import MOUNT_POINT, Library, ensure_volume, install_library, mount_kwargs
+from shlib.collect.probe import parse_payload, probe_argument
+from shlib.spec.modules import MODULE_SETS
 
 #: runc and the faster gVisor build on this host kind (DESIGN.md section 5).
 RUNTIMES = ("runc", "runsc-20240729-systrap")

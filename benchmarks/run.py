@@ -110,7 +110,7 @@ def write(rows: list[Row], out_dir: Path, header: str) -> tuple[Path, Path]:
 
 
 def machine() -> str:
-    from shlib.host import host_facts
+    from shlib.collect.host import host_facts
 
     facts = host_facts()
     return (f"{facts.get('cpu_model')}, {facts.get('cpu_count')} cores, kernel {facts.get('kernel')}, "

@@ -76,7 +76,7 @@ fi
 # 4. Register the runtimes with the engine (merging, with a backup, never clobbering).
 register_args=(--daemon-json "$daemon_json" --system-runsc /usr/bin/runsc --crun "$(command -v crun)")
 [ -n "$trixie_runsc" ] && register_args+=(--extra-runsc "$trixie_runsc")
-changed=$(PYTHONPATH="$repo" "$python" -m shlib.daemon_json "${register_args[@]}")
+changed=$(PYTHONPATH="$repo" "$python" -m shlib.collect.daemon_json "${register_args[@]}")
 say "$changed"
 
 # 5. Start dockerd (or restart it when its configuration changed) and wait for the socket.

@@ -1,6 +1,6 @@
 """shlib: how fast do sandboxed container runtimes load a shared library volume?
 
-The public API is imported lazily so that ``shlib.daemon_json`` (used by the host set-up
+The public API is imported lazily so that ``shlib.collect.daemon_json`` (used by the host set-up
 before any dependency is installed) and the CLI start quickly.
 """
 
@@ -12,19 +12,19 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "connect": "shlib.engine",
+    "connect": "shlib.collect.engine",
     "EngineUnavailable": "shlib.errors",
     "ShlibError": "shlib.errors",
     "SpecError": "shlib.errors",
-    "catalog": "shlib.runtimes",
-    "host_facts": "shlib.host",
-    "Spec": "shlib.config",
-    "load_spec": "shlib.config",
-    "preset": "shlib.config",
-    "run_experiment": "shlib.runner",
-    "load_results": "shlib.results",
-    "analyze_run": "shlib.analyze",
-    "build_report": "shlib.report",
+    "catalog": "shlib.collect.runtimes",
+    "host_facts": "shlib.collect.host",
+    "Spec": "shlib.spec.spec",
+    "load_spec": "shlib.spec.spec",
+    "preset": "shlib.spec.spec",
+    "run_experiment": "shlib.collect.runner",
+    "load_results": "shlib.results.store",
+    "analyze_run": "shlib.analysis.analyze",
+    "build_report": "shlib.present.report",
 }
 
 __all__ = ["__version__", *_API]

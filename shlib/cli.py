@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from shlib.analysis.defaults import DEFAULT_BASELINE, DEFAULT_SEED
 from shlib.errors import Interrupted, ShlibError
 
 
@@ -27,10 +28,10 @@ def cli() -> None:
 
 def doctor_report(recheck: bool = False) -> dict[str, Any]:
     """Engine, runtimes (available or why not) and host facts, as a dict."""
-    from shlib.engine import connect, engine_facts
+    from shlib.collect.engine import connect, engine_facts
+    from shlib.collect.host import host_facts
+    from shlib.collect.runtimes import catalog
     from shlib.errors import EngineUnavailable
-    from shlib.host import host_facts
-    from shlib.runtimes import catalog
 
     try:
         client = connect()
@@ -80,10 +81,10 @@ def doctor(as_json: bool, recheck: bool) -> None:
               help="Module set name or comma-separated npm specs for the shared library.")
 def setup(host_setup: bool, nodes: tuple[str, ...], modules: str) -> None:
     """Build the Node image(s) and the shared-library volume (and optionally the host)."""
-    from shlib.config import make_spec
-    from shlib.engine import connect
-    from shlib.image import ensure_image
-    from shlib.volume import ensure_volume, install_library
+    from shlib.collect.engine import connect
+    from shlib.collect.image import ensure_image
+    from shlib.collect.library import ensure_volume, install_library
+    from shlib.spec.spec import make_spec
 
     try:
         if host_setup:
@@ -118,11 +119,11 @@ def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool
     """Collect: run an experiment from SPEC_FILE or --preset into a results directory."""
     import yaml
 
-    from shlib.config import load_spec, make_spec
-    from shlib.config import preset as load_preset
+    from shlib.collect.runner import run_experiment
     from shlib.errors import SpecError
-    from shlib.results import read_metadata
-    from shlib.runner import run_experiment
+    from shlib.results.store import read_metadata
+    from shlib.spec.spec import load_spec, make_spec
+    from shlib.spec.spec import preset as load_preset
 
     try:
         if resume and out is None:
@@ -156,11 +157,11 @@ def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), help="Where tables and figures go (default RUN_DIR/analysis).")
-@click.option("--baseline", default="runc", show_default=True, help="Runtime every other is compared with.")
-@click.option("--seed", default=12345, show_default=True, help="Bootstrap seed.")
+@click.option("--baseline", default=DEFAULT_BASELINE, show_default=True, help="Runtime every other is compared with.")
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, help="Bootstrap seed.")
 def analyze(run_dir: str, out: str | None, baseline: str, seed: int) -> None:
     """Summary and ratio tables (CSV) and figures from a results directory."""
-    from shlib.analyze import analyze_run
+    from shlib.present.export import analyze_run
 
     try:
         result = analyze_run(Path(run_dir), Path(out) if out else None, baseline=baseline, seed=seed)
@@ -174,10 +175,10 @@ def analyze(run_dir: str, out: str | None, baseline: str, seed: int) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), help="Report directory (default reports/<run_id>).")
-@click.option("--baseline", default="runc", show_default=True)
+@click.option("--baseline", default=DEFAULT_BASELINE, show_default=True, help="Runtime every other is compared with.")
 def report(run_dir: str, out: str | None, baseline: str) -> None:
     """Execute the analysis notebooks on RUN_DIR with papermill and export HTML."""
-    from shlib.report import build_report
+    from shlib.present.report import build_report
 
     try:
         report_dir = build_report(Path(run_dir), Path(out) if out else None, baseline=baseline)
@@ -191,8 +192,8 @@ def report(run_dir: str, out: str | None, baseline: str) -> None:
 @click.option("--keep-images", is_flag=True, help="Keep images (they take a moment to rebuild).")
 def clean(dry_run: bool, keep_images: bool) -> None:
     """Remove every container, volume and image shlib made (found by label), nothing else."""
-    from shlib.cleanup import clean_all
-    from shlib.engine import connect
+    from shlib.collect.cleanup import clean_all
+    from shlib.collect.engine import connect
 
     try:
         removed = clean_all(connect(), dry_run=dry_run, images=not keep_images)

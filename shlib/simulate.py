@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from shlib.results import COLUMNS, SCHEMA, ResultsStore, runtime_kind, write_table
+from shlib.results.schema import COLUMNS, SCHEMA, runtime_kind
+from shlib.results.store import ResultsStore, write_table
 
 DEFAULT_MODULES: dict[str, float] = {"lodash": 40.0, "express": 80.0, "react": 30.0}
 DEFAULT_SPEEDS: dict[str, float] = {"runc": 1.0, "runsc-sim": 3.0}
@@ -68,7 +69,7 @@ class Scenario:
         return self.true_median_ms(runtime, module, concurrency) / self.true_median_ms(baseline, module, concurrency)
 
     def frame(self, seed: int = 0) -> pd.DataFrame:
-        """One synthetic run as a DataFrame with the dtypes ``shlib.results.load_results`` gives."""
+        """One synthetic run as a DataFrame with the dtypes ``shlib.results.store.load_results`` gives."""
         return simulate_results(self, seed=seed)
 
 

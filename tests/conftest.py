@@ -13,7 +13,7 @@ from helpers import no_engine, shlib_containers
 @pytest.fixture(scope="session")
 def client():
     """A client of the real engine."""
-    from shlib.engine import connect
+    from shlib.collect.engine import connect
     from shlib.errors import EngineUnavailable
 
     try:
@@ -24,7 +24,7 @@ def client():
 
 @pytest.fixture(scope="session")
 def known_runtimes(client):
-    from shlib.runtimes import catalog
+    from shlib.collect.runtimes import catalog
 
     return catalog(client)
 
@@ -37,22 +37,22 @@ def gvisor_runtimes(known_runtimes) -> list[str]:
 
 @pytest.fixture(scope="session")
 def node_image(client):
-    from shlib.image import ensure_image
+    from shlib.collect.image import ensure_image
 
     return ensure_image(client, "host")
 
 
 @pytest.fixture(scope="session")
 def paper_library():
-    from shlib.config import MODULE_SETS
-    from shlib.volume import install_library
+    from shlib.collect.library import install_library
+    from shlib.spec.modules import MODULE_SETS
 
     return install_library(MODULE_SETS["paper"])
 
 
 @pytest.fixture(scope="session")
 def paper_volume(client, paper_library, node_image) -> str:
-    from shlib.volume import ensure_volume
+    from shlib.collect.library import ensure_volume
 
     return ensure_volume(client, paper_library, node_image)
 
@@ -79,7 +79,7 @@ def nothing_left_at_the_end() -> Iterator[None]:
     yield
     if os.environ.get("CI") != "true":
         return
-    from shlib.engine import connect
+    from shlib.collect.engine import connect
 
     left = [c.name for c in shlib_containers(connect())]
     assert not left, f"the test session left shlib containers behind: {left}"

@@ -33,7 +33,7 @@ FX_MISSING_DEP, FX_MISSING_MAIN, FX_HANGS = "shlib-fx-missing-dep", "shlib-fx-mi
 @pytest.fixture(scope="session")
 def engine():
     """A client of the real engine, pool sized for 64 containers at once."""
-    from shlib.engine import connect
+    from shlib.collect.engine import connect
     from shlib.errors import EngineUnavailable
 
     try:
@@ -45,14 +45,14 @@ def engine():
 @pytest.fixture(scope="session")
 def fx_library():
     """A library holding only the local test packages (no registry needed)."""
-    from shlib.volume import install_library
+    from shlib.collect.library import install_library
 
     return install_library([], local={p.name: p for p in sorted(FIXTURES.iterdir()) if p.is_dir()})
 
 
 @pytest.fixture(scope="session")
 def probe_image(engine):
-    from shlib.image import ensure_image
+    from shlib.collect.image import ensure_image
 
     return ensure_image(engine, "host")
 

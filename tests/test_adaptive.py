@@ -1,8 +1,8 @@
 """The adaptive mode: its stopping rule, and that optional stopping does not make intervals lie.
 
 No containers: the coverage check simulates cells with a known true ratio (shlib.simulate), stops
-each by the rule (shlib.precision.stopping_rep) and computes the intervals users read
-(shlib.stats.ratios) from what was collected. The runner's loop is checked with the probe
+each by the rule (shlib.spec.adaptive.stopping_rep) and computes the intervals users read
+(shlib.analysis.ratios.ratios) from what was collected. The runner's loop is checked with the probe
 replaced by a stub.
 """
 
@@ -17,47 +17,48 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shlib import precision, runner
-from shlib.containers import Outcome
-from shlib.results import load_frame
+from shlib.collect import runner
+from shlib.collect.probe import Outcome
+from shlib.results.store import load_frame
+from shlib.spec import adaptive
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the benchmarks package, beside shlib
 from benchmarks.bench_adaptive import CASES, coverage  # noqa: E402
 
 
 def test_cell_target_gives_the_ratio_target_in_quadrature():
-    h = precision.cell_target(0.05)
+    h = adaptive.cell_target(0.05)
     assert math.sinh(math.sqrt(2) * h) == pytest.approx(0.05)
 
 
 def test_predicted_halfwidth_shrinks_with_batches_and_needs_three():
     rng = np.random.default_rng(1)
     values = np.exp(rng.normal(3.0, 0.2, 400))
-    assert precision.predicted_halfwidth(values[:2]) == math.inf
-    widths = [precision.predicted_halfwidth(values[:n]) for n in (5, 20, 80, 320)]
+    assert adaptive.predicted_halfwidth(values[:2]) == math.inf
+    widths = [adaptive.predicted_halfwidth(values[:n]) for n in (5, 20, 80, 320)]
     assert all(a > b for a, b in zip(widths, widths[1:], strict=False))
     # for many batches it approaches 1.96 * 1.2533 * sigma / sqrt(n)
     assert widths[-1] == pytest.approx(1.96 * 1.2533 * 0.2 / math.sqrt(320), rel=0.15)
 
 
 def test_identical_batches_are_done_at_once_and_ignores_bad_values():
-    assert precision.cell_done([10.0, 10.0, 10.0], 0.05)
-    assert precision.predicted_halfwidth([10.0, math.nan, -1.0]) == math.inf
+    assert adaptive.cell_done([10.0, 10.0, 10.0], 0.05)
+    assert adaptive.predicted_halfwidth([10.0, math.nan, -1.0]) == math.inf
 
 
 def test_stopping_rep_respects_minimum_and_maximum():
     rng = np.random.default_rng(2)
     quiet = list(np.exp(rng.normal(3.0, 0.01, 50)))
     noisy = list(np.exp(rng.normal(3.0, 1.0, 50)))
-    assert precision.stopping_rep(quiet, 0.2, 7, 50) == 7
-    assert precision.stopping_rep(noisy, 0.05, 5, 30) == 30
+    assert adaptive.stopping_rep(quiet, 0.2, 7, 50) == 7
+    assert adaptive.stopping_rep(noisy, 0.05, 5, 30) == 30
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_intervals_after_adaptive_stopping_cover_the_true_ratio(case):
     """1000 simulated ratios: coverage of the 95% intervals 93-97%, less one Monte Carlo s.e. (0.7 points).
 
-    The geometric-mean interval is allowed 91%: shlib.stats' gmean interval already under-covers
+    The geometric-mean interval is allowed 91%: shlib.analysis.ratios' gmean interval already under-covers
     when the two runtimes have very different numbers of batches, which the adaptive mode produces
     (fixed design, 45 vs 10 batches of 4: 92%); the median interval is the headline.
     """

@@ -1,4 +1,4 @@
-"""shlib.analyze: a whole results directory in, tables, figures and a headline out."""
+"""shlib.analysis.analyze: a whole results directory in, tables, figures and a headline out."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shlib.analyze import TABLES, analyze_run
+from shlib.analysis.analyze import TABLES
 from shlib.errors import AnalysisError, ResultsError
+from shlib.present.export import analyze_run
 from shlib.simulate import Scenario, simulate_results, write_results_dir
 
 RESAMPLES = 400
@@ -106,7 +107,7 @@ def test_missing_factors_are_said_and_analysis_completes(tmp_path):
 def test_falls_back_to_native_when_runc_is_absent(tmp_path):
     run = make_run(tmp_path, speeds={"native": 0.6, "runsc": 3.0}, concurrency=(1,))
     result = analyze_run(run, n_resamples=RESAMPLES, figures=False)
-    assert result.baseline == "native"
+    assert result.result.baseline == "native"
     assert "baseline runc is absent" in result.headline() and "slower than native" in result.headline()
     assert (result.tables["ratios"]["baseline"] == "native").all()
     docker = result.tables["replication"]

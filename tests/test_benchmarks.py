@@ -35,7 +35,7 @@ def test_ratio_of_medians_has_an_interval_around_the_ratio():
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_quick_suite_produces_the_table(client, tmp_path):
-    known = __import__("shlib.runtimes", fromlist=["catalog"]).catalog(client)
+    known = __import__("shlib.collect.runtimes", fromlist=["catalog"]).catalog(client)
     missing = [r for r in RUNTIMES if not (r in known and known[r].available)]
     if missing:
         pytest.skip(f"runtimes not available here: {missing}")

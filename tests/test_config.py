@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from shlib.config import MODULE_SETS, Spec, load_spec, make_spec, parse_module, preset, preset_names
 from shlib.errors import SpecError
+from shlib.spec.modules import MODULE_SETS, parse_module
+from shlib.spec.spec import Spec, load_spec, make_spec, preset, preset_names
 
 BAD = [
     ("name", "", "name"),

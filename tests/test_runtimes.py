@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from shlib import runtimes
-from shlib.results import runtime_kind
-from shlib.runtimes import catalog, smoke_runsc
+from shlib.collect import runtimes
+from shlib.collect.runtimes import catalog, smoke_runsc
+from shlib.results.schema import runtime_kind
 
 
 class FakeClient:

@@ -30,9 +30,9 @@ from reliability_helpers import (  # noqa: F401  (fixtures)
     write_spec,
 )
 
-from shlib.containers import ContainerBatch
-from shlib.engine import LABEL
-from shlib.volume import MOUNT_POINT, ensure_volume, mount_kwargs
+from shlib.collect.docker_batch import ContainerBatch
+from shlib.collect.engine import LABEL
+from shlib.collect.library import MOUNT_POINT, ensure_volume, mount_kwargs
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -68,7 +68,7 @@ sock.on('timeout', () => { out.connect = 'timeout'; done(); });
 
 
 def _pick_gvisor(client) -> str | None:
-    from shlib.runtimes import catalog
+    from shlib.collect.runtimes import catalog
 
     known = catalog(client)
     names = [n for n, rt in known.items() if rt.kind == "gvisor" and rt.available]
@@ -215,8 +215,8 @@ def read_only_dir(tmp_path_factory):
 
 
 def _other_run(tmp_path: Path) -> Path:
-    from shlib.config import make_spec
-    from shlib.results import ResultsStore
+    from shlib.results.store import ResultsStore
+    from shlib.spec.spec import make_spec
 
     out = tmp_path / "other-run"
     spec = make_spec({"name": "other", "runtimes": ["runc"], "modules": [FX_OK], "seed": 7})
@@ -319,7 +319,7 @@ class _Scoped:
 
 
 def test_clean_removes_what_shlib_made_and_nothing_else(engine):  # noqa: F811
-    from shlib.cleanup import clean_all
+    from shlib.collect.cleanup import clean_all
 
     token = uuid.uuid4().hex[:10]
     run_id = f"test-clean-{token}"

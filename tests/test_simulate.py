@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shlib.results import COLUMNS, load_results
+from shlib.results.schema import COLUMNS
+from shlib.results.store import load_results
 from shlib.simulate import Scenario, simulate_results, write_results_dir
 
 

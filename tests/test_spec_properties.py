@@ -15,8 +15,9 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shlib.config import CORE_MODULES, MAX_CONCURRENCY, MAX_MODULE_SPEC, Spec, load_spec, make_spec, parse_module
 from shlib.errors import SpecError
+from shlib.spec.modules import CORE_MODULES, MAX_MODULE_SPEC, parse_module
+from shlib.spec.spec import MAX_CONCURRENCY, Spec, load_spec, make_spec
 
 SHELL_META = set(";&|$`\\\"'<>(){}[]*?!#~ \t\n\r\x00%^=,:+") - {"^"}  # '^' only as a version range prefix
 #: npm's rules for new package names (validate-npm-package-name), restated independently.

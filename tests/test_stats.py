@@ -1,4 +1,4 @@
-"""shlib.stats: known answers, interval coverage on simulated data, and every degenerate input."""
+"""shlib.analysis.ratios: known answers, interval coverage on simulated data, and every degenerate input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shlib import stats
+from shlib.analysis.bootstrap import jackknife, make_group, resample, weighted_medians
+from shlib.analysis.ratios import ratios, ratios_against, summary_across_modules
+from shlib.analysis.replication import _judge, replication
+from shlib.analysis.scaling import concurrency_scaling
+from shlib.analysis.significance import holm, pairwise_tests
+from shlib.analysis.summaries import summarize
 from shlib.errors import AnalysisError, ShlibError
 from shlib.simulate import Scenario, simulate_results
 
@@ -29,7 +34,7 @@ def coverage_frame(concurrency: int, batch_sd: float, n_datasets: int, seed: int
 def test_ratio_intervals_cover_the_true_ratio_95_percent_of_the_time(concurrency, batch_sd):
     n_datasets = 800
     frame = coverage_frame(concurrency, batch_sd, n_datasets, seed=11)
-    table = stats.ratios(frame, baseline="runc", seed=2024, n_resamples=1000)
+    table = ratios(frame, baseline="runc", seed=2024, n_resamples=1000)
     assert len(table) == 2 * n_datasets
     if concurrency > 1:
         assert table["clustered"].all() and (table["n_batches"] == 15).all()
@@ -44,15 +49,15 @@ def test_ratio_intervals_cover_the_true_ratio_95_percent_of_the_time(concurrency
 
 def test_same_seed_same_interval_other_seed_other_interval():
     frame = simulate_results(seed=3, concurrency=(1, 2), batch_sd=0.2)
-    a = stats.ratios(frame, seed=7, n_resamples=500)
-    b = stats.ratios(frame, seed=7, n_resamples=500)
-    c = stats.ratios(frame, seed=8, n_resamples=500)
+    a = ratios(frame, seed=7, n_resamples=500)
+    b = ratios(frame, seed=7, n_resamples=500)
+    c = ratios(frame, seed=8, n_resamples=500)
     pd.testing.assert_frame_equal(a, b)
     assert (a["seed"] == 7).all() and (c["seed"] == 8).all()
     assert not np.allclose(a["ci_low"], c["ci_low"])
     # a cell's interval does not depend on which other cells or runtimes are in the frame
     sub = frame[frame["module"] == "lodash"]
-    d = stats.ratios(sub, seed=7, n_resamples=500)
+    d = ratios(sub, seed=7, n_resamples=500)
     e = a[a["module"] == "lodash"].reset_index(drop=True)
     np.testing.assert_allclose(d["ci_low"], e["ci_low"])
 
@@ -64,7 +69,7 @@ def test_weighted_median_matches_numpy():
     weights[0] = 0
     weights[0, 7] = 1
     expected = [np.median(np.repeat(values, w)) for w in weights]
-    np.testing.assert_allclose(stats._weighted_medians(values, weights), expected)
+    np.testing.assert_allclose(weighted_medians(values, weights), expected)
 
 
 @settings(max_examples=60, deadline=None)
@@ -73,8 +78,8 @@ def test_jackknife_is_exact_leave_one_batch_out(sizes, seed):
     rng = np.random.default_rng(seed)
     clusters = np.repeat(np.arange(len(sizes)), sizes)
     values = rng.lognormal(size=len(clusters))
-    group = stats._make_group(values, clusters, 0)
-    medians, log_means = stats._jackknife(group)
+    group = make_group(values, clusters, 0)
+    medians, log_means = jackknife(group)
     for g in range(len(sizes)):
         keep = clusters != g
         assert medians[g] == pytest.approx(np.median(values[keep]))
@@ -86,8 +91,8 @@ def test_jackknife_is_exact_leave_one_batch_out(sizes, seed):
 def test_bootstrap_resamples_are_medians_of_resampled_batches(sizes, seed):
     clusters = np.repeat(np.arange(len(sizes)), sizes)
     values = np.random.default_rng(seed).lognormal(size=len(clusters))
-    group = stats._make_group(values, clusters, 0)
-    medians, log_means = stats._bootstrap(group, np.random.default_rng(1), 200)
+    group = make_group(values, clusters, 0)
+    medians, log_means = resample(group, np.random.default_rng(1), 200)
     # every resampled median lies within the data's range once the spread correction is undone
     spread = math.sqrt(len(sizes) / (len(sizes) - 1))
     raw = np.exp(np.log(group.median()) + (np.log(medians) - np.log(group.median())) / spread)
@@ -100,7 +105,7 @@ def test_bootstrap_resamples_are_medians_of_resampled_batches(sizes, seed):
 
 def test_summarize_values_and_columns():
     frame = simulate_results(seed=1, concurrency=(1, 2), fail_rate=0.05)
-    table = stats.summarize(frame)
+    table = summarize(frame)
     for column in ("n", "n_failed", "median_ms", "q1_ms", "q3_ms", "mean_ms", "sd_ms", "cv", "p95_ms", "min_ms",
                    "max_ms", "median_ci_low_ms", "median_ci_high_ms", "note"):
         assert column in table.columns
@@ -117,36 +122,36 @@ def test_summarize_values_and_columns():
 
 
 def test_summarize_factor_columns_only_when_they_vary():
-    one = stats.summarize(simulate_results(seed=1))
+    one = summarize(simulate_results(seed=1))
     assert "cache" not in one.columns and "mount" not in one.columns
-    two = stats.summarize(simulate_results(seed=1, factors={"cache": ["warm", "cold"]}))
+    two = summarize(simulate_results(seed=1, factors={"cache": ["warm", "cold"]}))
     assert set(two["cache"]) == {"warm", "cold"} and len(two) == 2 * len(one)
 
 
 def test_summarize_degenerate_cells_say_why():
     frame = simulate_results(seed=1, fail=["runsc-sim"])
-    table = stats.summarize(frame)
+    table = summarize(frame)
     dead = table[table.runtime == "runsc-sim"]
     assert (dead["n"] == 0).all() and dead["median_ms"].isna().all()
     assert dead["note"].str.contains("no ok trials").all() and dead["note"].str.contains("error").all()
     single = frame[(frame.runtime == "runc") & (frame.module == "react")].head(1)
-    row = stats.summarize(single).iloc[0]
+    row = summarize(single).iloc[0]
     assert row["n"] == 1 and math.isnan(row["sd_ms"]) and "one ok trial" in row["note"]
     equal = frame[frame.runtime == "runc"].assign(load_ms=42.0)
-    flat = stats.summarize(equal)
+    flat = summarize(equal)
     assert (flat["sd_ms"] == 0).all() and (flat["median_ms"] == 42.0).all()
 
 
 def test_empty_or_malformed_frames_raise_clear_errors():
     frame = simulate_results(seed=1)
     with pytest.raises(AnalysisError, match="empty"):
-        stats.summarize(frame.iloc[0:0])
+        summarize(frame.iloc[0:0])
     with pytest.raises(AnalysisError, match="load_ms"):
-        stats.summarize(frame.drop(columns=["load_ms"]))
+        summarize(frame.drop(columns=["load_ms"]))
     with pytest.raises(ShlibError):
-        stats.ratios(frame.iloc[0:0])
+        ratios(frame.iloc[0:0])
     with pytest.raises(AnalysisError, match="empty"):
-        stats.pairwise_tests(frame.iloc[0:0])
+        pairwise_tests(frame.iloc[0:0])
 
 
 # --- ratios -----------------------------------------------------------------------------------------
@@ -154,7 +159,7 @@ def test_empty_or_malformed_frames_raise_clear_errors():
 
 def test_ratios_table_shape_and_intervals():
     frame = simulate_results(seed=2, concurrency=(1, 8), batch_sd=0.2)
-    table = stats.ratios(frame, n_resamples=1000)
+    table = ratios(frame, n_resamples=1000)
     expected = {"runtime", "runtime_kind", "baseline", "baseline_kind", "module", "concurrency", "statistic", "ratio",
                 "ci_low", "ci_high", "ci_method", "confidence", "n", "n_baseline", "n_batches", "n_batches_baseline",
                 "clustered", "batches_span_modules", "n_resamples", "seed", "note"}
@@ -172,14 +177,14 @@ def test_ratios_table_shape_and_intervals():
 def test_ratios_absent_baseline_names_the_runtimes_present():
     frame = simulate_results(seed=1)
     with pytest.raises(AnalysisError, match=r"'kata'.*runc, runsc-sim"):
-        stats.ratios(frame, baseline="kata")
+        ratios(frame, baseline="kata")
 
 
 @pytest.mark.parametrize("baseline", ["native", "runc", "runsc-a"])
 def test_any_runtime_can_be_the_baseline(baseline):
     scenario = Scenario(speeds={"native": 0.5, "runc": 1.0, "runsc-a": 4.0}, modules={"m": 50.0},
                         trials_per_group=200, sigma=0.2)
-    table = stats.ratios(scenario.frame(seed=1), baseline=baseline, n_resamples=500)
+    table = ratios(scenario.frame(seed=1), baseline=baseline, n_resamples=500)
     assert set(table["runtime"]) == {"native", "runc", "runsc-a"} - {baseline}
     for row in table.itertuples():
         truth = scenario.true_ratio(row.runtime, baseline)
@@ -190,43 +195,43 @@ def test_native_is_compared_within_every_container_mount():
     scenario = Scenario(speeds={"native": 0.5, "runc": 1.0}, modules={"m": 50.0}, factors={"mount": ["volume", "bind"]})
     frame = scenario.frame(seed=1)
     frame["mount"] = frame["mount"].astype(str).where(frame["runtime"] != "native", "host").astype("category")
-    table = stats.ratios(frame, baseline="native", n_resamples=200)
+    table = ratios(frame, baseline="native", n_resamples=200)
     assert sorted(table["mount"].unique()) == ["bind", "volume"] and table["ratio"].notna().all()
-    summary = stats.summarize(frame)
+    summary = summarize(frame)
     assert summary.loc[summary.runtime == "native", "note"].str.contains("repeated").any()
     one_mount = simulate_results(Scenario(speeds={"native": 0.5, "runc": 1.0}), seed=1)
     assert (one_mount.loc[one_mount.runtime == "native", "mount"] == "host").all()
-    assert "mount" not in stats.ratios(one_mount, baseline="native", n_resamples=200).columns
+    assert "mount" not in ratios(one_mount, baseline="native", n_resamples=200).columns
 
 
 def test_ratios_degenerate_inputs():
     frame = simulate_results(seed=1, fail=["runsc-sim"])
-    dead = stats.ratios(frame, n_resamples=200)
+    dead = ratios(frame, n_resamples=200)
     assert dead["ratio"].isna().all() and (dead["ci_method"] == "none").all()
     assert dead["note"].str.contains("runsc-sim has no ok trials").all()
 
     alive = simulate_results(seed=1)
     one = alive[(alive.runtime == "runc") | (alive.index == alive.index[alive.runtime == "runsc-sim"][0])]
-    single = stats.ratios(one, n_resamples=200)
+    single = ratios(one, n_resamples=200)
     row = single.dropna(subset=["ratio"]).iloc[0]
     assert np.isfinite(row["ratio"]) and math.isnan(row["ci_low"]) and "one batch/trial" in row["note"]
 
     flat = alive.assign(load_ms=np.where(alive.runtime == "runc", 10.0, 30.0))
-    zero = stats.ratios(flat, n_resamples=200)
+    zero = ratios(flat, n_resamples=200)
     np.testing.assert_allclose(zero[["ratio", "ci_low", "ci_high"]].to_numpy(float), 3.0)
     assert zero["note"].str.contains("zero-width").all()
 
-    alone = stats.ratios(alive[alive.runtime == "runc"], n_resamples=200)
+    alone = ratios(alive[alive.runtime == "runc"], n_resamples=200)
     assert len(alone) == 0 and "ratio" in alone.columns
 
     with pytest.raises(AnalysisError, match="n_resamples"):
-        stats.ratios(alive, n_resamples=10)
+        ratios(alive, n_resamples=10)
 
 
 def test_ratios_against_several_baselines_equal_single_calls():
     frame = simulate_results(Scenario(speeds={"runc": 1.0, "runsc": 5.0, "kata": 1.5}), seed=2)
-    both = stats.ratios_against(frame, ["runc", "kata"], n_resamples=300)
-    alone = stats.ratios(frame, baseline="kata", n_resamples=300)
+    both = ratios_against(frame, ["runc", "kata"], n_resamples=300)
+    alone = ratios(frame, baseline="kata", n_resamples=300)
     pd.testing.assert_frame_equal(both[both.baseline == "kata"].reset_index(drop=True), alone)
 
 
@@ -241,22 +246,22 @@ def _table(ratios_by_module: dict[str, tuple[float, float, float]], spans: bool 
 
 def test_summary_across_modules_is_a_geometric_mean():
     table = _table({"a": (2.0, 1.8, 2.2), "b": (8.0, 7.0, 9.0)})
-    row = stats.summary_across_modules(table).iloc[0]
+    row = summary_across_modules(table).iloc[0]
     assert row["gmean_ratio"] == pytest.approx(4.0)  # not the arithmetic 5.0
     assert row["ci_low"] < 4.0 < row["ci_high"] and row["n_modules"] == 2
     assert row["min_module_ratio"] == pytest.approx(2.0) and row["max_module_ratio"] == pytest.approx(8.0)
-    correlated = stats.summary_across_modules(_table({"a": (2.0, 1.8, 2.2), "b": (8.0, 7.0, 9.0)}, spans=True))
+    correlated = summary_across_modules(_table({"a": (2.0, 1.8, 2.2), "b": (8.0, 7.0, 9.0)}, spans=True))
     assert correlated.iloc[0]["ci_high"] > row["ci_high"] and "conservative" in correlated.iloc[0]["ci_method"]
 
 
 def test_summary_across_modules_degenerate():
-    missing = stats.summary_across_modules(_table({"a": (2.0, 1.8, 2.2), "b": (math.nan, math.nan, math.nan)}))
+    missing = summary_across_modules(_table({"a": (2.0, 1.8, 2.2), "b": (math.nan, math.nan, math.nan)}))
     assert missing.iloc[0]["n_modules"] == 1 and "no ratio for b" in missing.iloc[0]["note"]
-    no_ci = stats.summary_across_modules(_table({"a": (2.0, math.nan, math.nan), "b": (3.0, 2.0, 4.0)}))
+    no_ci = summary_across_modules(_table({"a": (2.0, math.nan, math.nan), "b": (3.0, 2.0, 4.0)}))
     assert np.isfinite(no_ci.iloc[0]["gmean_ratio"]) and math.isnan(no_ci.iloc[0]["ci_low"])
     assert "no interval" in no_ci.iloc[0]["note"]
     with pytest.raises(AnalysisError, match="ratio table"):
-        stats.summary_across_modules(pd.DataFrame({"x": [1]}))
+        summary_across_modules(pd.DataFrame({"x": [1]}))
 
 
 # --- tests ------------------------------------------------------------------------------------------
@@ -264,30 +269,30 @@ def test_summary_across_modules_degenerate():
 
 def test_holm_matches_the_definition():
     p = np.array([0.01, 0.04, 0.03, np.nan, 0.005])
-    adjusted = stats.holm(p)
+    adjusted = holm(p)
     np.testing.assert_allclose(adjusted[[4, 0, 2, 1]], [0.02, 0.03, 0.06, 0.06])
     assert math.isnan(adjusted[3])
 
 
 def test_pairwise_tests_effect_sizes_and_correction():
     frame = simulate_results(Scenario(speeds={"runc": 1.0, "runsc": 20.0, "crun": 1.0}, sigma=0.1), seed=1)
-    table = stats.pairwise_tests(frame)
+    table = pairwise_tests(frame)
     assert len(table) == 3 * 3  # 3 modules x 3 pairs
     apart = table[(table.runtime_a == "runc") & (table.runtime_b == "runsc")]
     assert (apart["cliffs_delta"] == -1.0).all() and (apart["p_a_slower"] == 0.0).all()
     assert apart["significant"].all() and (apart["p_holm"] >= apart["p_value"]).all()
     same = table[(table.runtime_a == "crun") & (table.runtime_b == "runc")]
     assert (same["cliffs_delta"].abs() < 0.5).all()
-    np.testing.assert_allclose(table["p_holm"], stats.holm(table["p_value"].to_numpy()))
+    np.testing.assert_allclose(table["p_holm"], holm(table["p_value"].to_numpy()))
 
 
 def test_pairwise_tests_degenerate():
     frame = simulate_results(seed=1, fail=["runsc-sim"])
-    table = stats.pairwise_tests(frame)
+    table = pairwise_tests(frame)
     assert table["p_value"].isna().all() and table["note"].str.contains("no ok trials").all()
-    flat = stats.pairwise_tests(simulate_results(seed=1).assign(load_ms=5.0))
+    flat = pairwise_tests(simulate_results(seed=1).assign(load_ms=5.0))
     assert (flat["p_value"] == 1.0).all() and (flat["cliffs_delta"] == 0.0).all()
-    clustered = stats.pairwise_tests(simulate_results(seed=1, concurrency=(3,)))
+    clustered = pairwise_tests(simulate_results(seed=1, concurrency=(3,)))
     assert clustered["clustered"].all() and clustered["note"].str.contains("independence").all()
 
 
@@ -297,7 +302,7 @@ def test_pairwise_tests_degenerate():
 def test_concurrency_scaling_recovers_a_known_slope():
     scenario = Scenario(speeds={"runc": 1.0, "runsc": 3.0}, modules={"m": 50.0}, concurrency=(1, 2, 4, 8),
                         trials_per_group=120, sigma=0.2, contention={"runsc": 0.1})
-    table = stats.concurrency_scaling(scenario.frame(seed=5), n_resamples=500)
+    table = concurrency_scaling(scenario.frame(seed=5), n_resamples=500)
     runsc = table[table.runtime == "runsc"].iloc[0]
     truth = 100 * math.expm1(0.1)
     assert runsc["pct_ci_low"] < truth < runsc["pct_ci_high"]
@@ -308,7 +313,7 @@ def test_concurrency_scaling_recovers_a_known_slope():
 
 
 def test_concurrency_scaling_one_level_says_so():
-    table = stats.concurrency_scaling(simulate_results(seed=1), n_resamples=200)
+    table = concurrency_scaling(simulate_results(seed=1), n_resamples=200)
     assert table["slope_ms_per_container"].isna().all()
     assert table["note"].str.contains("one concurrency level").all()
 
@@ -322,8 +327,8 @@ def _replicate(speeds: dict[str, float]) -> pd.DataFrame:
     frame = scenario.frame(seed=9)
     kinds = frame.groupby("runtime", observed=True)["runtime_kind"].first()
     baselines = ["runc", *[r for r in kinds.index if kinds[r] == "kata"]]
-    table = stats.ratios_against(frame, baselines, n_resamples=500)
-    return stats.replication(table)
+    table = ratios_against(frame, baselines, n_resamples=500)
+    return replication(table)
 
 
 def test_replication_verdicts_on_constructed_cases():
@@ -349,18 +354,18 @@ def test_replication_judges_each_gvisor_variant_and_kata():
 
 def test_replication_interval_of_a_max_is_max_of_bounds():
     cells = _table({"a": (10.0, 9.0, 11.0), "b": (14.0, 12.0, 15.9)})
-    row = stats.replication(cells).set_index("claim_id").loc["KY2020-gvisor-docker-max"]
+    row = replication(cells).set_index("claim_id").loc["KY2020-gvisor-docker-max"]
     assert (row["estimate"], row["ci_low"], row["ci_high"]) == (14.0, 12.0, 15.9)
     assert row["verdict"] == "agrees"  # 15.9 reaches the claimed 15.5-16.5
     cells = _table({"a": (10.0, 9.0, 11.0), "b": (14.0, 12.0, 15.0)})
-    assert stats.replication(cells).set_index("claim_id").loc["KY2020-gvisor-docker-max", "verdict"] == "smaller"
-    empty = stats.replication(cells.iloc[0:0])
+    assert replication(cells).set_index("claim_id").loc["KY2020-gvisor-docker-max", "verdict"] == "smaller"
+    empty = replication(cells.iloc[0:0])
     assert (empty["verdict"] == "not measured (runtime absent)").all()
 
 
 def test_few_independent_trials_are_flagged_too():
     frame = simulate_results(seed=4, concurrency=(1,), trials_per_group=3)
-    table = stats.ratios(frame, n_resamples=500)
+    table = ratios(frame, n_resamples=500)
     assert table["note"].str.contains("few resampling units").all()
     assert table["note"].str.contains("3 trials").all()
 
@@ -369,8 +374,8 @@ def test_an_agreement_that_rests_on_the_widest_cell_says_so():
     claim = {"statistic": "max", "value_low": 15.5, "value_high": 16.5}
     rows = pd.DataFrame({"module": ["a", "b"], "concurrency": [1, 8], "ratio": [8.0, 5.0],
                          "ci_low": [6.0, 2.0], "ci_high": [11.0, 30.0]})
-    judged = stats._judge(claim, rows)
+    judged = _judge(claim, rows)
     assert judged["verdict"] == "agrees" and (judged["ci_low"], judged["ci_high"]) == (6.0, 30.0)
     assert "only within the uncertainty" in judged["note"] and "module=b, concurrency=8" in judged["note"]
-    tight = stats._judge(claim, rows.assign(ratio=[16.0, 5.0]))
+    tight = _judge(claim, rows.assign(ratio=[16.0, 5.0]))
     assert tight["verdict"] == "agrees" and "only within" not in tight["note"]

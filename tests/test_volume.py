@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shlib.volume import MOUNT_POINT, _closure, ensure_library_image, ensure_volume, mount_kwargs, tree_digest
+from shlib.collect.library import MOUNT_POINT, _closure, ensure_library_image, ensure_volume, mount_kwargs, tree_digest
 
 
 def test_tree_digest_changes_with_content_and_names(tmp_path: Path):

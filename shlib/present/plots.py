@@ -1,6 +1,6 @@
 """Figures of one analysis: load times, ratio forest plot, concurrency scaling, distributions.
 
-Every function takes the tables of ``shlib.stats`` (or the results frame), returns a matplotlib Figure
+Every function takes the tables of ``shlib.analysis.ratios`` (or the results frame), returns a matplotlib Figure
 built without pyplot (safe on a headless host, no global state; notebooks display it), and uses one
 fixed colour per runtime (``runtime_colors``). ``save_figure`` writes PNG and SVG.
 """
@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from shlib.results import runtime_kind
+from shlib.results.schema import runtime_kind
 
 # Families get hues: runc blue, crun teal, native grey, gVisor oranges/reds, Kata greens, other purples.
 _FAMILY_COLOURS: dict[str, list[str]] = {
@@ -313,3 +313,10 @@ def plot_distributions(df: pd.DataFrame, colors: Mapping[str, str] | None = None
     fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     fig.suptitle("Distribution of module load times (ECDF, ok trials)")
     return fig
+
+
+def save_named(fig: Figure, figures_dir: str | Path | None, name: str) -> list[Path]:
+    """Save ``fig`` as PNG and SVG under ``figures_dir`` (nothing when it is None); the files written."""
+    if figures_dir is None or str(figures_dir) == "":
+        return []
+    return save_figure(fig, Path(figures_dir) / name)

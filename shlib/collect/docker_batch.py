@@ -1,10 +1,7 @@
-"""Run one batch of probe processes that start loading together.
+"""A batch of probe containers through the Docker engine, started together (``shlib.collect.probe``).
 
-A batch is ``n`` fresh processes of one runtime: containers through the Docker engine, or
-(``native``) plain processes on the host. Every probe prints ``ready`` once Node has booted
-and then blocks on stdin; when all are ready the harness sends ``go`` to each (the barrier),
-so nothing of the harness runs inside the timed window and the processes load together.
-The harness blocks in select()/wait(), never busy-polls.
+A batch is ``n`` fresh containers of one runtime: created and started in a thread pool, released
+at once by the barrier, waited for with a deadline, read and removed whatever happens.
 
 Containers are locked down: no network, read-only root file system and library, every
 capability dropped, no-new-privileges, a non-root user, pids and memory limits.
@@ -13,20 +10,14 @@ capability dropped, no-new-privileges, a non-root user, pids and memory limits.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import selectors
 import signal
-import socket
-import struct
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,71 +25,25 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from shlib.engine import LABEL
+from shlib.collect.engine import LABEL
+from shlib.collect.image import PROBE_PATH, PROBE_USER
+from shlib.collect.probe import Outcome, _Frames, go_message, parse_payload, probe_argument, wait_ready
 from shlib.errors import EngineUnavailable
-from shlib.image import PROBE_PATH, PROBE_USER
 
 #: Extra seconds the start phase allows per container of the batch (creating 64 sandboxes
 #: on 2 cores takes a while; that time is outside every timed window).
 START_S_PER_CONTAINER = 2.0
-#: The go message names a start time this far ahead (ms, plus GO_LEAD_MS_PER_PROBE each), so
-#: that every probe has it before any starts loading and they start on the same clock tick.
-#: A batch of one probe has nothing to synchronise with: it starts at once (no lead).
-GO_LEAD_MS = 100.0
-GO_LEAD_MS_PER_PROBE = 10.0
 #: Seconds to wait for the engine to kill/remove a container before reaping its runtime.
 CLEANUP_S = 10.0
 
 
-@dataclass
-class Outcome:
-    """What happened to one probe process (one trial)."""
-
-    slot: int
-    status: str = "ok"  # ok | timeout | start_failed | crashed
-    error: str | None = None
-    payload: dict[str, Any] | None = None
-    wall_ms: float | None = None
-    exit_code: int | None = None
-    created_at: str | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    engine_runtime: str | None = None
-    #: The probe booted and said "ready": the runtime did its part, a later failure is the load's.
-    ready: bool = False
-    t_create: float = field(default=0.0, repr=False)
-
-    def fail(self, status: str, error: str) -> None:
-        if self.status == "ok":
-            self.status, self.error = status, error[-4000:]
 
 
-def probe_argument(lib: str, modules: tuple[str, ...] | list[str]) -> str:
-    return json.dumps({"lib": lib, "modules": list(modules), "barrier": True})
 
 
-def go_lead_ms(n: int) -> float:
-    """How far ahead (ms) the go message of a batch of ``n`` probes names its start time."""
-    return 0.0 if n <= 1 else GO_LEAD_MS + GO_LEAD_MS_PER_PROBE * n
 
 
-def go_message(n: int) -> bytes:
-    """'go <epoch ms>': the shared wall-clock time at which the ``n`` probes start loading."""
-    return f"go {time.time() * 1e3 + go_lead_ms(n):.3f}\n".encode()
 
-
-def parse_payload(stdout: str) -> dict[str, Any] | None:
-    """The probe's JSON line from its stdout (None when there is none)."""
-    for line in reversed(stdout.splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if data.get("probe") == "load":
-                return data
-    return None
 
 
 def _engine_gone(exc: BaseException) -> bool:
@@ -141,67 +86,10 @@ def _gather(futures: list[Any], deadline: float | None = None) -> None:
         raise EngineUnavailable(f"the Docker engine stopped answering during a batch ({gone})")
 
 
-class _Frames:
-    """Demultiplexes an attached (non-TTY) container stream; collects stdout."""
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.stdout = b""
-
-    def feed(self, data: bytes) -> None:
-        self.buf += data
-        while len(self.buf) >= 8:
-            stream, size = struct.unpack(">BxxxL", self.buf[:8])
-            if len(self.buf) < 8 + size:
-                break
-            if stream == 1:
-                self.stdout += self.buf[8 : 8 + size]
-            self.buf = self.buf[8 + size :]
 
 
-def wait_ready(streams: dict[int, tuple[Any, Any]], deadline: float, closed: set[int] | None = None) -> set[int]:
-    """Block until each stream has printed 'ready' (or closed, or the deadline passed).
-
-    ``streams`` maps slot -> (readable file object or socket, parser with feed()/stdout).
-    Returns the slots that are ready; adds those whose stream ended before to ``closed``.
-    """
-    ready: set[int] = set()
-    with selectors.DefaultSelector() as sel:
-        for slot, (stream, parser) in streams.items():
-            if stream.fileno() < 0:  # closed already: nothing more will come
-                if closed is not None:
-                    closed.add(slot)
-                continue
-            sel.register(stream, selectors.EVENT_READ, (slot, parser))
-        while len(ready) < len(streams) and sel.get_map():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for key, _ in sel.select(timeout=remaining):
-                slot, parser = key.data
-                try:
-                    data = key.fileobj.recv(65536) if isinstance(key.fileobj, socket.socket) else os.read(
-                        key.fd, 65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    sel.unregister(key.fileobj)
-                    if closed is not None:
-                        closed.add(slot)
-                    continue
-                parser.feed(data)
-                if b"ready\n" in parser.stdout:
-                    ready.add(slot)
-                    sel.unregister(key.fileobj)
-    return ready
 
 
-class _Lines:
-    def __init__(self) -> None:
-        self.stdout = b""
-
-    def feed(self, data: bytes) -> None:
-        self.stdout += data
 
 
 def reap_runtime(container_id: str) -> int:
@@ -411,57 +299,4 @@ class ContainerBatch:
                 pass
 
 
-class NativeBatch:
-    """Runs batches of probe processes directly on the host (the floor)."""
 
-    def __init__(self, node: str, probe: Path, timeout_s: float):
-        self.node = node
-        self.probe = probe
-        self.timeout_s = timeout_s
-
-    def run(self, n: int, lib: str, modules: tuple[str, ...]) -> list[Outcome]:
-        outcomes = [Outcome(slot=i) for i in range(n)]
-        procs: dict[int, subprocess.Popen[bytes]] = {}
-        try:
-            for i in range(n):
-                outcomes[i].t_create = time.monotonic()
-                outcomes[i].created_at = _now_iso()
-                procs[i] = subprocess.Popen([self.node, str(self.probe), probe_argument(lib, modules)],
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                            start_new_session=True)
-            streams = {i: (p.stdout, _Lines()) for i, p in procs.items()}
-            ready = wait_ready(streams, time.monotonic() + self.timeout_s)
-            go = go_message(len(ready))
-            for i in ready:
-                outcomes[i].started_at = _now_iso()
-                procs[i].stdin.write(go)  # type: ignore[union-attr]
-                procs[i].stdin.flush()  # type: ignore[union-attr]
-            go_time = time.monotonic()
-            for i, proc in procs.items():
-                out = outcomes[i]
-                if i not in ready:
-                    out.fail("timeout", f"the probe was not ready within {self.timeout_s:.0f} s")
-                    os.killpg(proc.pid, signal.SIGKILL)
-                try:
-                    rest, err = proc.communicate(timeout=max(0.1, self.timeout_s - (time.monotonic() - go_time)))
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    rest, err = proc.communicate()
-                    out.fail("timeout", f"the probe did not finish within {self.timeout_s:.0f} s of go")
-                out.wall_ms = (time.monotonic() - out.t_create) * 1e3
-                out.finished_at = _now_iso()
-                out.exit_code = proc.returncode
-                out.payload = parse_payload((streams[i][1].stdout + rest).decode(errors="replace"))
-                if out.status == "ok" and (out.payload is None or proc.returncode != 0):
-                    out.fail("crashed", f"probe exited {proc.returncode} without a result: "
-                             f"{err.decode(errors='replace').strip()[-1500:]}")
-        finally:
-            for proc in procs.values():
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-        return outcomes
-
-
-def _now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e6) % 1_000_000:06d}Z"

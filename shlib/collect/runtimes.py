@@ -15,12 +15,16 @@ import signal
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 
+from shlib.errors import RuntimeUnavailable, SpecError
 from shlib.paths import cache_dir
-from shlib.results import runtime_kind
+from shlib.results.schema import runtime_kind
+
+if TYPE_CHECKING:
+    from shlib.spec.spec import Spec
 
 KATA_NAMES = ("io.containerd.kata.v2", "kata-runtime")
 KATA_HINT = (
@@ -167,3 +171,18 @@ def version_date(version: str | None) -> str | None:
     """The build date in a runsc version string, ``20240729``."""
     match = re.search(r"(\d{8})", version or "")
     return match.group(1) if match else None
+
+
+def select_runtimes(spec: Spec, known: dict[str, Runtime]) -> list[str]:
+    """The spec's runtimes, checked against the catalog ('all' = every available one)."""
+    if spec.runtimes == "all":
+        return [name for name, rt in known.items() if rt.available]
+    unknown = [name for name in spec.runtimes if name not in known]
+    if unknown:
+        raise SpecError(f"runtimes: unknown runtime(s) {', '.join(map(repr, unknown))}; "
+                        f"known here: {', '.join(known)} (see 'shlib doctor')")
+    missing = [f"{name} ({known[name].reason})" for name in spec.runtimes if not known[name].available]
+    if missing:
+        raise RuntimeUnavailable(f"runtimes: not available on this host: {'; '.join(missing)}. "
+                                 "Remove them from the spec or install them (see 'shlib doctor').")
+    return list(spec.runtimes)

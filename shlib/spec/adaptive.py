@@ -18,7 +18,7 @@ the mean's under normality.
 Why not simply stop when the cell's interval is narrow enough? Stopping on the observed spread
 selects samples whose spread is low by chance, and the interval computed afterwards from the same
 data is then too narrow (optional stopping): with the order-statistic interval of the batch
-medians as the rule, simulated 95% ratio intervals (``shlib.stats.ratios``) covered the true ratio
+medians as the rule, simulated 95% ratio intervals (``shlib.analysis.ratios.ratios``) covered the true ratio
 only 91.6-93.5% of the time. Judging the spread by its upper bound makes a lucky early stop
 unlikely (the bound is loose for few batches and tight for many); simulated coverage is then
 93-95% (see tests/test_adaptive.py and ``python -m benchmarks.run``), and the ratio intervals

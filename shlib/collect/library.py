@@ -24,11 +24,11 @@ from typing import Any
 import docker
 import docker.errors
 
-from shlib.config import parse_module
-from shlib.engine import LABEL
+from shlib.collect.engine import LABEL
+from shlib.collect.image import NodeImage, add_files
 from shlib.errors import LibraryError
-from shlib.image import NodeImage, add_files
 from shlib.paths import cache_dir
+from shlib.spec.modules import parse_module
 
 MOUNT_POINT = "/shlib/lib"
 

@@ -24,15 +24,15 @@ from typing import Any
 import docker
 import docker.errors
 
-from shlib.engine import LABEL
+from shlib.collect.engine import LABEL
 from shlib.errors import ImageError
 from shlib.paths import cache_dir
+from shlib.spec.spec import NODE_SOURCE_RE
 
 REPOSITORY = "shlib/node"
 PROBE_PATH = "/opt/shlib/load.js"
 #: The non-root user probes run as.
 PROBE_USER = "1000:1000"
-NODE_SOURCE_RE = re.compile(r"^(host|wheel:(20|22|24)|pull:[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class NodeImage:
 
 def probe_source() -> bytes:
     """The probe script shipped with shlib."""
-    return resources.files("shlib.probes").joinpath("load.js").read_bytes()
+    return resources.files("shlib.collect.probes").joinpath("load.js").read_bytes()
 
 
 def probe_digest() -> str:

@@ -12,7 +12,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from shlib.config import Spec
+from shlib.spec.spec import Spec
 
 NATIVE = "native"
 

@@ -4,7 +4,7 @@ A notebook's first cell after its ``parameters`` cell calls one function here
 (``analysis_inputs`` for the analysis notebooks, ``collect_spec`` for the collection notebook),
 so a bad value (a results directory that does not exist, an unknown runtime or preset, a
 baseline the data lacks) stops the notebook at once with a ``ParameterError`` rather than
-deep inside pandas. ``shlib.report`` runs the same checks before it starts a kernel.
+deep inside pandas. ``shlib.present.report`` runs the same checks before it starts a kernel.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from shlib.errors import ResultsError, SpecError
+from shlib.analysis.defaults import DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT_SEED, resolve_baseline
+from shlib.errors import AnalysisError, ResultsError, SpecError
 from shlib.paths import repo_root
 
 #: Where the analysis notebooks look when run_dir is not given: the committed dataset.
 DEFAULT_RUN_DIR = "data/runs/quick"
-#: Ratio baselines that stand in for each other when one is absent (as ``shlib.analyze`` does).
-FALLBACK_BASELINES = {"runc": "native", "native": "runc"}
 
 
 class ParameterError(SpecError):
@@ -101,17 +100,15 @@ def check_runtimes(runtimes: Any, present: Sequence[str], name: str = "runtimes"
 
 
 def check_baseline(baseline: Any, present: Sequence[str], name: str = "baseline") -> tuple[str, list[str]]:
-    """The baseline runtime to use and notes; runc and native stand in for each other, as in analyze."""
+    """The baseline runtime to use and notes (``shlib.analysis.defaults.resolve_baseline``)."""
     if not isinstance(baseline, str) or not baseline:
         raise ParameterError(f"{name}: {baseline!r} is not allowed; choose one of the runtimes in the results: "
                              f"{_listing(sorted(present))}")
-    if baseline in present:
-        return baseline, []
-    fallback = FALLBACK_BASELINES.get(baseline)
-    if fallback is not None and fallback in present:
-        return fallback, [f"baseline {baseline} is absent from this run: ratios are to {fallback} instead"]
-    raise ParameterError(f"{name}: runtime {baseline!r} is not in the results; choose one of: "
-                         f"{_listing(sorted(present))}")
+    try:
+        return resolve_baseline(list(present), baseline)
+    except AnalysisError:
+        raise ParameterError(f"{name}: runtime {baseline!r} is not in the results; choose one of: "
+                             f"{_listing(sorted(present))}") from None
 
 
 def check_out_dir(value: Any, name: str = "out_dir") -> Path | None:
@@ -145,11 +142,11 @@ class AnalysisInputs:
         return str(self.metadata.get("run_id") or self.run_dir.name)
 
 
-def analysis_inputs(run_dir: str | os.PathLike[str] = DEFAULT_RUN_DIR, baseline: str = "runc",
-                    runtimes: Any = (), seed: Any = 12345, n_resamples: Any = 2000,
+def analysis_inputs(run_dir: str | os.PathLike[str] = DEFAULT_RUN_DIR, baseline: str = DEFAULT_BASELINE,
+                    runtimes: Any = (), seed: Any = DEFAULT_SEED, n_resamples: Any = DEFAULT_RESAMPLES,
                     figures_dir: Any = "") -> AnalysisInputs:
     """Check an analysis notebook's parameters and load its results (one call, the first cell after them)."""
-    from shlib.results import load_results
+    from shlib.results.store import load_results
 
     path = find_run_dir(run_dir)
     seed = check_int("seed", seed, 0, 2**32 - 1)
@@ -186,10 +183,10 @@ def collect_spec(preset: Any = "quick", spec_file: Any = "", runtimes: Any = (),
     """The experiment spec of the collection notebook: a preset or spec file with fields overridden.
 
     Empty values keep the preset's; runtimes are checked against this host's catalog (needs the
-    engine unless they are all ``native``). Returns a validated ``shlib.config.Spec``.
+    engine unless they are all ``native``). Returns a validated ``shlib.spec.spec.Spec``.
     """
-    from shlib.config import load_spec, make_spec, preset_names
-    from shlib.config import preset as load_preset
+    from shlib.spec.spec import load_spec, make_spec, preset_names
+    from shlib.spec.spec import preset as load_preset
 
     overrides: dict[str, Any] = {}
     asked = check_str_list("runtimes", runtimes)
@@ -232,12 +229,11 @@ def collect_spec(preset: Any = "quick", spec_file: Any = "", runtimes: Any = (),
 
 def check_host_runtimes(spec: Any, client: Any = None) -> list[str]:
     """The spec's runtimes, each known to and available on this host (``shlib doctor`` explains why not)."""
+    from shlib.collect.runtimes import catalog, select_runtimes
     from shlib.errors import EngineUnavailable, RuntimeUnavailable
-    from shlib.runner import select_runtimes
-    from shlib.runtimes import catalog
 
     if client is None and spec.runtimes != ["native"]:
-        from shlib.engine import connect
+        from shlib.collect.engine import connect
 
         try:
             client = connect()

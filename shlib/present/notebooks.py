@@ -1,8 +1,8 @@
 """The project's notebooks as files: where they are, which kernel runs them, executing and stripping them.
 
 Notebooks are committed clean (no outputs, no execution counts, no run metadata) so that diffs show
-narrative and code only; executed copies go to reports/. ``python -m shlib.notebooks check`` lists
-committed notebooks that are not clean (tests/test_notebooks.py runs it), ``python -m shlib.notebooks
+narrative and code only; executed copies go to reports/. ``python -m shlib.present.notebooks check`` lists
+committed notebooks that are not clean (tests/test_notebooks.py runs it), ``python -m shlib.present.notebooks
 strip`` cleans them in place.
 
 The notebooks name the Jupyter kernel ``shlib`` (``make kernel`` registers this environment under that
@@ -173,10 +173,10 @@ def strip(path: str | Path) -> bool:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    """``python -m shlib.notebooks (check|strip) [NOTEBOOK ...]``; default: every notebook in notebooks/."""
+    """``python -m shlib.present.notebooks (check|strip) [NOTEBOOK ...]``; default: every notebook in notebooks/."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in ("check", "strip"):
-        print("usage: python -m shlib.notebooks (check|strip) [NOTEBOOK ...]", file=sys.stderr)
+        print("usage: python -m shlib.present.notebooks (check|strip) [NOTEBOOK ...]", file=sys.stderr)
         return 2
     paths = [Path(p) for p in args[1:]] or all_notebooks()
     status = 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import docker
 import docker.errors
 
-from shlib.containers import reap_runtime
-from shlib.engine import LABEL
+from shlib.collect.docker_batch import reap_runtime
+from shlib.collect.engine import LABEL
 
 
 def clean_all(client: docker.DockerClient, dry_run: bool = False, images: bool = True,

@@ -8,7 +8,7 @@
       figures/<notebook>/*.png|svg    every figure, as files
       report.json                     provenance: run, parameters, kernel, versions, status of each notebook
 
-Parameters are checked (``shlib.params``) before any kernel starts, so a bad run directory or
+Parameters are checked (``shlib.present.params``) before any kernel starts, so a bad run directory or
 baseline fails at once; a notebook that fails while running still leaves its executed copy and HTML
 (the failing cell shows the error) and ``build_report`` then raises ``ReportError`` naming it.
 """
@@ -27,9 +27,11 @@ from typing import Any
 
 import nbformat
 
-from shlib import __version__, notebooks, params, views
+from shlib import __version__
+from shlib.analysis.defaults import DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from shlib.errors import ShlibError
-from shlib.results import write_json
+from shlib.present import notebooks, params, tables
+from shlib.results.store import write_json
 
 #: Marks a directory written by build_report (it may then be rewritten).
 MANIFEST = "report.json"
@@ -40,13 +42,13 @@ class ReportError(ShlibError):
 
 
 def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,
-                 baseline: str = "runc", *, runtimes: Sequence[str] = (), seed: int = 12345,
-                 n_resamples: int = 2000, names: Sequence[str] = notebooks.ANALYSIS_NOTEBOOKS,
+                 baseline: str = DEFAULT_BASELINE, *, runtimes: Sequence[str] = (), seed: int = DEFAULT_SEED,
+                 n_resamples: int = DEFAULT_RESAMPLES, names: Sequence[str] = notebooks.ANALYSIS_NOTEBOOKS,
                  kernel_name: str | None = None, timeout_s: float = 1800) -> Path:
     """Execute the analysis notebooks on RUN_DIR into out_dir (default reports/<run_id>), export HTML; return it.
 
     The notebooks name the kernel ``shlib``; when that is not registered for this Python, the
-    interpreter's own kernel runs them (``shlib.notebooks.kernel_for_this_environment``).
+    interpreter's own kernel runs them (``shlib.present.notebooks.kernel_for_this_environment``).
     """
     inputs = params.analysis_inputs(run_dir, baseline=baseline, runtimes=list(runtimes), seed=seed,
                                     n_resamples=n_resamples)
@@ -60,7 +62,7 @@ def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
         "shlib_version": __version__, "built_at": dt.datetime.now(dt.UTC).isoformat(),
         "run_dir": str(inputs.run_dir), "run_id": inputs.run_id, "run_status": inputs.metadata.get("status"),
         "baseline_asked": baseline, "baseline": inputs.baseline, "kernel": kernel,
-        "notebooks": entries, "versions": views.versions().to_dict("records"),
+        "notebooks": entries, "versions": tables.versions().to_dict("records"),
     }
     write_json(report_dir / MANIFEST, manifest)
     (report_dir / "index.html").write_text(render_index(manifest, inputs.metadata, report_dir))
@@ -165,7 +167,7 @@ def render_index(manifest: dict[str, Any], metadata: dict[str, Any], report_dir:
                 parts.append(f'<figure><a href="{esc(target)}"><img src="{esc(fig)}" style="max-width:100%"></a>'
                              f"<figcaption>{esc(fig)}</figcaption></figure>")
     parts.append("<h2>The run</h2>")
-    parts.append(views.run_facts(metadata).to_html(index=False, border=0))
+    parts.append(tables.run_facts(metadata).to_html(index=False, border=0))
     style = ("body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;line-height:1.4}"
              "table{border-collapse:collapse}td,th{padding:.2rem .6rem;border-bottom:1px solid #ddd;text-align:left}"
              "figure{margin:1rem 0}figcaption{color:#555;font-size:.9em}")

@@ -28,17 +28,29 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import shlib
-from shlib import precision
-from shlib.config import Spec, make_spec, parse_module
-from shlib.containers import GO_LEAD_MS, GO_LEAD_MS_PER_PROBE, ContainerBatch, NativeBatch, Outcome
-from shlib.engine import connect, engine_facts
+from shlib.collect.docker_batch import ContainerBatch
+from shlib.collect.engine import connect, engine_facts
+from shlib.collect.host import host_facts
+from shlib.collect.image import NodeImage, ensure_image, wheel_node
+from shlib.collect.library import (
+    MOUNT_POINT,
+    Library,
+    ensure_library_image,
+    ensure_volume,
+    install_library,
+    mount_kwargs,
+)
+from shlib.collect.native_batch import NativeBatch
+from shlib.collect.probe import GO_LEAD_MS, GO_LEAD_MS_PER_PROBE, Outcome
+from shlib.collect.records import rows_for, skipped_rows
+from shlib.collect.runtimes import Runtime, catalog, select_runtimes
 from shlib.errors import EngineUnavailable, Interrupted, ResultsError, RuntimeUnavailable, SpecError
-from shlib.host import host_facts
-from shlib.image import NodeImage, ensure_image, wheel_node
-from shlib.plan import NATIVE, Batch, plan
-from shlib.results import DONE_STATUSES, ResultsStore, load_frame
-from shlib.runtimes import Runtime, catalog
-from shlib.volume import MOUNT_POINT, Library, ensure_library_image, ensure_volume, install_library, mount_kwargs
+from shlib.results.schema import DONE_STATUSES
+from shlib.results.store import ResultsStore, load_frame
+from shlib.spec import adaptive
+from shlib.spec.modules import parse_module
+from shlib.spec.plan import NATIVE, Batch, plan
+from shlib.spec.spec import Spec, make_spec
 
 #: Trial statuses that count towards skipping a runtime (the runtime failed, not the module):
 #: only when the probe never got to "ready" (a module that hangs or crashes Node after the
@@ -54,20 +66,6 @@ def runtime_failed(outcome: Outcome) -> bool:
 def new_run_id(spec: Spec) -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{spec.name.replace(' ', '_')}-{os.urandom(2).hex()}"
 
-
-def select_runtimes(spec: Spec, known: dict[str, Runtime]) -> list[str]:
-    """The spec's runtimes, checked against the catalog ('all' = every available one)."""
-    if spec.runtimes == "all":
-        return [name for name, rt in known.items() if rt.available]
-    unknown = [name for name in spec.runtimes if name not in known]
-    if unknown:
-        raise SpecError(f"runtimes: unknown runtime(s) {', '.join(map(repr, unknown))}; "
-                        f"known here: {', '.join(known)} (see 'shlib doctor')")
-    missing = [f"{name} ({known[name].reason})" for name in spec.runtimes if not known[name].available]
-    if missing:
-        raise RuntimeUnavailable(f"runtimes: not available on this host: {'; '.join(missing)}. "
-                                 "Remove them from the spec or install them (see 'shlib doctor').")
-    return list(spec.runtimes)
 
 
 def check_out_dir(out_dir: Path, spec: Spec, resume: bool) -> dict[str, Any] | None:
@@ -107,7 +105,7 @@ def remove_leftovers(client: docker.DockerClient | None, run_id: str) -> int:
     """Remove containers of ``run_id`` that a killed run (kill -9, engine crash) left behind."""
     if client is None:
         return 0
-    from shlib.cleanup import clean_all
+    from shlib.collect.cleanup import clean_all
 
     return len(clean_all(client, run_id=run_id)["containers"])
 
@@ -184,7 +182,7 @@ def execute(batch: Batch, prep: Prepared) -> list[Outcome]:
         drop_caches()
     names = tuple(parse_module(m)[0] for m in cell.modules)
     if cell.runtime == NATIVE:
-        with resources.as_file(resources.files("shlib.probes").joinpath("load.js")) as probe:
+        with resources.as_file(resources.files("shlib.collect.probes").joinpath("load.js")) as probe:
             native = NativeBatch(prep.native_nodes[cell.node], probe, prep.containers.timeout_s if prep.containers
                                  else 60.0)
             return native.run(cell.concurrency, str(prep.library.path), names)
@@ -196,60 +194,8 @@ def execute(batch: Batch, prep: Prepared) -> list[Outcome]:
     return prep.containers.run(cell.concurrency, kwargs)
 
 
-def rows_for(batch: Batch, outcomes: list[Outcome], run_id: str, prep: Prepared) -> list[dict[str, Any]]:
-    """Tidy rows: one per module load per process."""
-    cell = batch.cell
-    gos = [o.payload["go_wall_ms"] for o in outcomes if o.payload and "go_wall_ms" in o.payload]
-    first_go = min(gos) if gos else None
-    batch_skew = (max(gos) - min(gos)) if gos else None
-    versions = {m["module"]: m["version"] for m in prep.library.manifest["modules"]}
-    image = prep.images.get(cell.node)
-    rows = []
-    for out in outcomes:
-        payload = out.payload or {}
-        results = {r["module"]: r for r in payload.get("results", [])}
-        for position, spec_ in enumerate(cell.modules):
-            name = parse_module(spec_)[0]
-            res = results.get(name)
-            status, error = out.status, out.error
-            if status == "timeout" and out.ready and len(cell.modules) > 1:
-                error = (f"{error}: in sequence mode a module that does not finish loading stops its whole "
-                         "process, and the probe reports once at the end, so no module of this process was "
-                         "measured (load them with load_mode isolated to see which one hangs)")
-            elif status == "ok" and res is None:
-                status, error = "crashed", "the probe did not report this module"
-            elif status == "ok" and not res["ok"]:
-                status, error = "error", res["error"]
-            rows.append({
-                "run_id": run_id, "batch_id": batch.batch_id, "trial_id": f"b{batch.batch_id:06d}-s{out.slot:03d}",
-                "rep": batch.rep, "slot": out.slot, "runtime": cell.runtime,
-                "runtime_kind": prep.runtimes[cell.runtime].kind, "concurrency": cell.concurrency,
-                "module": name, "module_version": versions.get(name), "load_mode": "isolated"
-                if len(cell.modules) == 1 else "sequence", "position": position, "mount": cell.mount,
-                "cache": cell.cache, "node_version": payload.get("node") or (image.node_version if image else None),
-                "image_id": None if cell.runtime == NATIVE else (image.image_id if image else None),
-                "load_ms": res["load_ms"] if status == "ok" and res else None, "status": status, "error": error,
-                "boot_ms": payload.get("boot_ms"), "files_loaded": res.get("files") if res else None,
-                "rss_mb": payload["rss_bytes"] / 2**20 if "rss_bytes" in payload else None,
-                "start_skew_ms": payload["go_wall_ms"] - first_go if "go_wall_ms" in payload and first_go else
-                (0.0 if "go_wall_ms" in payload else None),
-                "batch_skew_ms": batch_skew, "wall_ms": out.wall_ms,
-                "created_at": _ts(out.created_at), "started_at": _ts(out.started_at),
-                "finished_at": _ts(out.finished_at), "exit_code": out.exit_code,
-                "engine_runtime": out.engine_runtime if cell.runtime != NATIVE else NATIVE,
-            })
-    return rows
 
 
-def skipped_rows(batch: Batch, run_id: str, prep: Prepared, reason: str) -> list[dict[str, Any]]:
-    out = [Outcome(slot=i, status="skipped", error=reason) for i in range(batch.cell.concurrency)]
-    return rows_for(batch, out, run_id, prep)
-
-
-def _ts(value: str | None) -> pd.Timestamp | None:
-    if not value or value.startswith("0001-01-01"):
-        return None
-    return pd.Timestamp(value).tz_convert("UTC") if pd.Timestamp(value).tzinfo else pd.Timestamp(value, tz="UTC")
 
 
 def _counts(frame: pd.DataFrame) -> dict[str, int]:
@@ -260,7 +206,7 @@ def _counts(frame: pd.DataFrame) -> dict[str, int]:
 def unfinished_cells(frame: pd.DataFrame, target: float) -> set[tuple[Any, ...]]:
     """Cells (runtime, module, concurrency, mount, cache) whose median is not yet known to ``target``.
 
-    ``target``: the relative half-width wanted for ratios (see ``precision.cell_done``). A cell is
+    ``target``: the relative half-width wanted for ratios (see ``adaptive.cell_done``). A cell is
     open while any of its node versions is; a cell without one successful trial is not (repeating
     it would not narrow anything; its failures are in the results).
     """
@@ -269,7 +215,7 @@ def unfinished_cells(frame: pd.DataFrame, target: float) -> set[tuple[Any, ...]]
     batch_medians = ok.groupby([*keys, "batch_id"], observed=True)["load_ms"].median().reset_index()
     open_cells = set()
     for key, group in batch_medians.groupby(keys, observed=True):
-        if not precision.cell_done(group.sort_values("batch_id")["load_ms"].tolist(), target):
+        if not adaptive.cell_done(group.sort_values("batch_id")["load_ms"].tolist(), target):
             open_cells.add(tuple(key)[:5])
     return open_cells
 

@@ -1,0 +1,109 @@
+"""The whole analysis of one run's results frame, computed once: every table a reading or figure needs.
+
+Baseline: ratios are to ``baseline`` (default runc). When that runtime is absent and the other
+designated baseline is present (runc <-> native), the analysis falls back to it and says so in its
+notes, since a run without runc (e.g. native vs gVisor only) should still be readable; any other
+absent baseline is an error naming the runtimes present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shlib.analysis.defaults import DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT_SEED, resolve_baseline
+from shlib.analysis.frames import cell_keys, prepare
+from shlib.analysis.ratios import ratios_against, summary_across_modules
+from shlib.analysis.replication import load_reference, replication
+from shlib.analysis.scaling import concurrency_scaling
+from shlib.analysis.significance import pairwise_tests
+from shlib.analysis.summaries import summarize
+
+TABLES = ("summary", "ratios", "ratio_summary", "tests", "scaling", "replication")
+HEADLINE_STATISTIC = "median"
+
+
+@dataclass
+class AnalysisResult:
+    """The tables of one analysis, the baseline used, the bootstrap settings and notes on what was done.
+
+    ``overview``: runtimes, n_modules, concurrency levels, n_ok / n_failed module loads, runtime kinds.
+    """
+
+    baseline: str | None
+    seed: int
+    n_resamples: int
+    tables: dict[str, pd.DataFrame]
+    notes: list[str] = field(default_factory=list)
+    overview: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> pd.DataFrame:
+        tables = self.__dict__.get("tables", {})
+        if name in tables:
+            return tables[name]
+        raise AttributeError(name)
+
+
+def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int = DEFAULT_SEED,
+                  n_resamples: int = DEFAULT_RESAMPLES,
+                  reference: pd.DataFrame | str | Path | None = None) -> AnalysisResult:
+    """Every table of the analysis of a results frame (pure: no files read or written but the reference claims)."""
+    work = prepare(df)
+    runtimes = sorted(work["runtime"].unique())
+    notes: list[str] = []
+    used: str | None
+    if len(runtimes) == 1:
+        used = None
+        notes.append(f"only one runtime ({runtimes[0]}): no ratios or tests between runtimes")
+    else:
+        used, fallback_notes = resolve_baseline(runtimes, baseline)
+        notes += fallback_notes
+    ref = reference if isinstance(reference, pd.DataFrame) else load_reference(reference)
+
+    summary = summarize(work)
+    baselines = [used] if used else []
+    kinds = work.groupby("runtime")["runtime_kind"].first()
+    numerators: dict[str, set[str]] = {}
+    for kind in sorted(set(ref["denominator_kind"])):
+        wanted = set(ref.loc[ref["denominator_kind"] == kind, "numerator_kind"])
+        for runtime in kinds.index[kinds == kind]:
+            if runtime != used and set(kinds) & wanted:
+                baselines.append(runtime)
+                numerators[runtime] = wanted
+    if baselines:
+        ratio_table = ratios_against(work, baselines, seed=seed, n_resamples=n_resamples)
+        wanted_rows = np.array([kind in numerators.get(base, ()) for base, kind in
+                                zip(ratio_table["baseline"], ratio_table["runtime_kind"], strict=True)], dtype=bool)
+        keep = (ratio_table["baseline"] == used).to_numpy() | wanted_rows
+        ratio_table = ratio_table[keep].reset_index(drop=True)
+    else:
+        ratio_table = _empty_ratios(work)
+    main = ratio_table[ratio_table["baseline"] == used] if used else ratio_table
+    tables = {
+        "summary": summary,
+        "ratios": ratio_table,
+        "ratio_summary": summary_across_modules(ratio_table),
+        "tests": pairwise_tests(work),
+        "scaling": concurrency_scaling(work, baseline=used or runtimes[0], ratio_table=main if used else None,
+                                             seed=seed, n_resamples=n_resamples),
+        "replication": replication(ratio_table, ref, statistic=HEADLINE_STATISTIC),
+    }
+    ok = work[work["ok"]]
+    overview = {"runtimes": runtimes, "n_modules": int(work["module"].nunique()),
+                "concurrency": sorted(int(c) for c in work["concurrency"].unique()), "n_ok": len(ok),
+                "n_failed": len(work) - len(ok), "kinds": sorted(set(work["runtime_kind"]))}
+    return AnalysisResult(baseline=used, seed=seed, n_resamples=n_resamples, tables=tables, notes=notes,
+                          overview=overview)
+
+
+def _empty_ratios(work: pd.DataFrame) -> pd.DataFrame:
+    columns = ["runtime", "runtime_kind", "baseline", "baseline_kind", *cell_keys(work), "statistic", "ratio",
+               "ci_low", "ci_high", "ci_method", "confidence", "n", "n_baseline", "n_batches", "n_batches_baseline",
+               "clustered", "batches_span_modules", "n_resamples", "seed", "note"]
+    return pd.DataFrame(columns=columns)
+
+

@@ -1,0 +1,89 @@
+"""A results frame made ready for analysis: plain factor columns, an ``ok`` flag, a resampling cluster.
+
+A *cell* is one combination of module x concurrency x every other factor with more than one level
+(mount, cache, node_version, load_mode); runtimes are compared within a cell. Only rows with
+status "ok" and a finite load_ms enter the statistics; the rest are counted as failed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from shlib.errors import AnalysisError
+from shlib.results.schema import runtime_kind
+
+FACTORS = ("mount", "cache", "node_version", "load_mode")
+REQUIRED_COLUMNS = ("runtime", "module", "concurrency", "load_ms", "status")
+
+
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """A plain working copy of a results frame: str factors, int concurrency, ``ok`` flag, ``cluster`` id.
+
+    Raises AnalysisError naming what is missing when the frame cannot be analysed.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise AnalysisError(f"expected a results DataFrame, got {type(df).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise AnalysisError(f"results frame lacks column(s) {', '.join(missing)}; "
+                            f"load it with shlib.results.store.load_results(run_dir)")
+    if len(df) == 0:
+        raise AnalysisError("results frame is empty: no trials to analyse (did the run record any batch?)")
+    if df["concurrency"].isna().any():
+        n_bad = int(df["concurrency"].isna().sum())
+        raise AnalysisError(f"{n_bad} rows have no concurrency; the results are malformed")
+    work = pd.DataFrame({
+        "runtime": df["runtime"].astype(str).to_numpy(),
+        "module": df["module"].astype(str).to_numpy(),
+        "concurrency": df["concurrency"].astype("int64").to_numpy(),
+        "load_ms": pd.to_numeric(df["load_ms"], errors="coerce").astype("float64").to_numpy(),
+        "status": df["status"].astype(str).to_numpy(),
+    })
+    kinds = df["runtime_kind"].astype(object).to_numpy() if "runtime_kind" in df.columns else [None] * len(df)
+    work["runtime_kind"] = [str(k) if isinstance(k, str) and k else runtime_kind(r)
+                            for k, r in zip(kinds, work["runtime"], strict=True)]
+    for name in FACTORS:
+        if name in df.columns:
+            col = df[name].astype(object)
+            work[name] = col.where(col.notna(), "NA").astype(str).to_numpy()
+    work["ok"] = (work["status"] == "ok").to_numpy() & np.isfinite(work["load_ms"].to_numpy())
+    if "batch_id" in df.columns:
+        batch = pd.to_numeric(df["batch_id"], errors="coerce").to_numpy(dtype="float64")
+        lone = -np.arange(1, len(df) + 1, dtype="float64")  # a trial without a batch is its own cluster
+        work["cluster"] = np.where(np.isnan(batch), lone, batch).astype("int64")
+    else:
+        work["cluster"] = -np.arange(1, len(df) + 1)
+    return _native_in_every_mount(work)
+
+
+def _native_in_every_mount(work: pd.DataFrame) -> pd.DataFrame:
+    """Put native rows (mount "host": no container) in the cells of the containers' mount levels.
+
+    Native is the floor every container mount is compared with: with one container mount level its
+    rows take that label; with several they are repeated in each (``repeated`` marks the copies).
+    """
+    work["repeated"] = False
+    if "mount" not in work.columns:
+        return work
+    native = (work["runtime_kind"] == "native").to_numpy()
+    if not native.any() or native.all():
+        return work
+    levels = sorted(set(work.loc[~native, "mount"]))
+    if set(work.loc[native, "mount"]) <= set(levels):
+        return work
+    copies = [work[native].assign(mount=level, repeated=i > 0) for i, level in enumerate(levels)]
+    return pd.concat([work[~native], *copies], ignore_index=True)
+
+
+def factors_present(work: pd.DataFrame) -> list[str]:
+    """Factor columns (besides runtime, module, concurrency) with more than one level."""
+    return [f for f in FACTORS if f in work.columns and work[f].nunique() > 1]
+
+
+def cell_keys(work: pd.DataFrame) -> list[str]:
+    return ["module", "concurrency", *factors_present(work)]
+
+
+def ensure_prepared(df: pd.DataFrame) -> pd.DataFrame:
+    return df if {"ok", "cluster", "repeated"} <= set(df.columns) else prepare(df)

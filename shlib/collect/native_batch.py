@@ -1,0 +1,67 @@
+"""A batch of probe processes straight on the host (``native``: the floor, no container)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from shlib.collect.probe import Outcome, _Lines, go_message, parse_payload, probe_argument, wait_ready
+
+
+class NativeBatch:
+    """Runs batches of probe processes directly on the host (the floor)."""
+
+    def __init__(self, node: str, probe: Path, timeout_s: float):
+        self.node = node
+        self.probe = probe
+        self.timeout_s = timeout_s
+
+    def run(self, n: int, lib: str, modules: tuple[str, ...]) -> list[Outcome]:
+        outcomes = [Outcome(slot=i) for i in range(n)]
+        procs: dict[int, subprocess.Popen[bytes]] = {}
+        try:
+            for i in range(n):
+                outcomes[i].t_create = time.monotonic()
+                outcomes[i].created_at = _now_iso()
+                procs[i] = subprocess.Popen([self.node, str(self.probe), probe_argument(lib, modules)],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            start_new_session=True)
+            streams = {i: (p.stdout, _Lines()) for i, p in procs.items()}
+            ready = wait_ready(streams, time.monotonic() + self.timeout_s)
+            go = go_message(len(ready))
+            for i in ready:
+                outcomes[i].started_at = _now_iso()
+                procs[i].stdin.write(go)  # type: ignore[union-attr]
+                procs[i].stdin.flush()  # type: ignore[union-attr]
+            go_time = time.monotonic()
+            for i, proc in procs.items():
+                out = outcomes[i]
+                if i not in ready:
+                    out.fail("timeout", f"the probe was not ready within {self.timeout_s:.0f} s")
+                    os.killpg(proc.pid, signal.SIGKILL)
+                try:
+                    rest, err = proc.communicate(timeout=max(0.1, self.timeout_s - (time.monotonic() - go_time)))
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    rest, err = proc.communicate()
+                    out.fail("timeout", f"the probe did not finish within {self.timeout_s:.0f} s of go")
+                out.wall_ms = (time.monotonic() - out.t_create) * 1e3
+                out.finished_at = _now_iso()
+                out.exit_code = proc.returncode
+                out.payload = parse_payload((streams[i][1].stdout + rest).decode(errors="replace"))
+                if out.status == "ok" and (out.payload is None or proc.returncode != 0):
+                    out.fail("crashed", f"probe exited {proc.returncode} without a result: "
+                             f"{err.decode(errors='replace').strip()[-1500:]}")
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        return outcomes
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e6) % 1_000_000:06d}Z"

@@ -1,0 +1,138 @@
+"""The probe protocol: how the harness talks to a probe process, whatever runs it.
+
+Every probe prints ``ready`` once Node has booted and then blocks on stdin; when all probes of a
+batch are ready the harness sends ``go <epoch ms>`` to each (the barrier), so nothing of the
+harness runs inside the timed window and the processes load together. The probe answers with one
+JSON line. The harness blocks in select(), never busy-polls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The go message names a start time this far ahead (ms, plus GO_LEAD_MS_PER_PROBE each), so
+#: that every probe has it before any starts loading and they start on the same clock tick.
+#: A batch of one probe has nothing to synchronise with: it starts at once (no lead).
+GO_LEAD_MS = 100.0
+GO_LEAD_MS_PER_PROBE = 10.0
+
+
+@dataclass
+class Outcome:
+    """What happened to one probe process (one trial)."""
+
+    slot: int
+    status: str = "ok"  # ok | timeout | start_failed | crashed
+    error: str | None = None
+    payload: dict[str, Any] | None = None
+    wall_ms: float | None = None
+    exit_code: int | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    engine_runtime: str | None = None
+    #: The probe booted and said "ready": the runtime did its part, a later failure is the load's.
+    ready: bool = False
+    t_create: float = field(default=0.0, repr=False)
+
+    def fail(self, status: str, error: str) -> None:
+        if self.status == "ok":
+            self.status, self.error = status, error[-4000:]
+
+
+def probe_argument(lib: str, modules: tuple[str, ...] | list[str]) -> str:
+    return json.dumps({"lib": lib, "modules": list(modules), "barrier": True})
+
+
+def go_lead_ms(n: int) -> float:
+    """How far ahead (ms) the go message of a batch of ``n`` probes names its start time."""
+    return 0.0 if n <= 1 else GO_LEAD_MS + GO_LEAD_MS_PER_PROBE * n
+
+
+def go_message(n: int) -> bytes:
+    """'go <epoch ms>': the shared wall-clock time at which the ``n`` probes start loading."""
+    return f"go {time.time() * 1e3 + go_lead_ms(n):.3f}\n".encode()
+
+
+def parse_payload(stdout: str) -> dict[str, Any] | None:
+    """The probe's JSON line from its stdout (None when there is none)."""
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if data.get("probe") == "load":
+                return data
+    return None
+
+
+class _Frames:
+    """Demultiplexes an attached (non-TTY) container stream; collects stdout."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.stdout = b""
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        while len(self.buf) >= 8:
+            stream, size = struct.unpack(">BxxxL", self.buf[:8])
+            if len(self.buf) < 8 + size:
+                break
+            if stream == 1:
+                self.stdout += self.buf[8 : 8 + size]
+            self.buf = self.buf[8 + size :]
+
+
+def wait_ready(streams: dict[int, tuple[Any, Any]], deadline: float, closed: set[int] | None = None) -> set[int]:
+    """Block until each stream has printed 'ready' (or closed, or the deadline passed).
+
+    ``streams`` maps slot -> (readable file object or socket, parser with feed()/stdout).
+    Returns the slots that are ready; adds those whose stream ended before to ``closed``.
+    """
+    ready: set[int] = set()
+    with selectors.DefaultSelector() as sel:
+        for slot, (stream, parser) in streams.items():
+            if stream.fileno() < 0:  # closed already: nothing more will come
+                if closed is not None:
+                    closed.add(slot)
+                continue
+            sel.register(stream, selectors.EVENT_READ, (slot, parser))
+        while len(ready) < len(streams) and sel.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for key, _ in sel.select(timeout=remaining):
+                slot, parser = key.data
+                try:
+                    data = key.fileobj.recv(65536) if isinstance(key.fileobj, socket.socket) else os.read(
+                        key.fd, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    sel.unregister(key.fileobj)
+                    if closed is not None:
+                        closed.add(slot)
+                    continue
+                parser.feed(data)
+                if b"ready\n" in parser.stdout:
+                    ready.add(slot)
+                    sel.unregister(key.fileobj)
+    return ready
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.stdout = b""
+
+    def feed(self, data: bytes) -> None:
+        self.stdout += data

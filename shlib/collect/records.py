@@ -1,0 +1,70 @@
+"""Outcomes of a batch as tidy rows: one per module load per process, with the columns of the schema."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from shlib.collect.probe import Outcome
+from shlib.spec.modules import parse_module
+from shlib.spec.plan import NATIVE, Batch
+
+if TYPE_CHECKING:
+    from shlib.collect.runner import Prepared
+
+
+def rows_for(batch: Batch, outcomes: list[Outcome], run_id: str, prep: Prepared) -> list[dict[str, Any]]:
+    """Tidy rows: one per module load per process."""
+    cell = batch.cell
+    gos = [o.payload["go_wall_ms"] for o in outcomes if o.payload and "go_wall_ms" in o.payload]
+    first_go = min(gos) if gos else None
+    batch_skew = (max(gos) - min(gos)) if gos else None
+    versions = {m["module"]: m["version"] for m in prep.library.manifest["modules"]}
+    image = prep.images.get(cell.node)
+    rows = []
+    for out in outcomes:
+        payload = out.payload or {}
+        results = {r["module"]: r for r in payload.get("results", [])}
+        for position, spec_ in enumerate(cell.modules):
+            name = parse_module(spec_)[0]
+            res = results.get(name)
+            status, error = out.status, out.error
+            if status == "timeout" and out.ready and len(cell.modules) > 1:
+                error = (f"{error}: in sequence mode a module that does not finish loading stops its whole "
+                         "process, and the probe reports once at the end, so no module of this process was "
+                         "measured (load them with load_mode isolated to see which one hangs)")
+            elif status == "ok" and res is None:
+                status, error = "crashed", "the probe did not report this module"
+            elif status == "ok" and not res["ok"]:
+                status, error = "error", res["error"]
+            rows.append({
+                "run_id": run_id, "batch_id": batch.batch_id, "trial_id": f"b{batch.batch_id:06d}-s{out.slot:03d}",
+                "rep": batch.rep, "slot": out.slot, "runtime": cell.runtime,
+                "runtime_kind": prep.runtimes[cell.runtime].kind, "concurrency": cell.concurrency,
+                "module": name, "module_version": versions.get(name), "load_mode": "isolated"
+                if len(cell.modules) == 1 else "sequence", "position": position, "mount": cell.mount,
+                "cache": cell.cache, "node_version": payload.get("node") or (image.node_version if image else None),
+                "image_id": None if cell.runtime == NATIVE else (image.image_id if image else None),
+                "load_ms": res["load_ms"] if status == "ok" and res else None, "status": status, "error": error,
+                "boot_ms": payload.get("boot_ms"), "files_loaded": res.get("files") if res else None,
+                "rss_mb": payload["rss_bytes"] / 2**20 if "rss_bytes" in payload else None,
+                "start_skew_ms": payload["go_wall_ms"] - first_go if "go_wall_ms" in payload and first_go else
+                (0.0 if "go_wall_ms" in payload else None),
+                "batch_skew_ms": batch_skew, "wall_ms": out.wall_ms,
+                "created_at": _ts(out.created_at), "started_at": _ts(out.started_at),
+                "finished_at": _ts(out.finished_at), "exit_code": out.exit_code,
+                "engine_runtime": out.engine_runtime if cell.runtime != NATIVE else NATIVE,
+            })
+    return rows
+
+
+def skipped_rows(batch: Batch, run_id: str, prep: Prepared, reason: str) -> list[dict[str, Any]]:
+    out = [Outcome(slot=i, status="skipped", error=reason) for i in range(batch.cell.concurrency)]
+    return rows_for(batch, out, run_id, prep)
+
+
+def _ts(value: str | None) -> pd.Timestamp | None:
+    if not value or value.startswith("0001-01-01"):
+        return None
+    return pd.Timestamp(value).tz_convert("UTC") if pd.Timestamp(value).tzinfo else pd.Timestamp(value, tz="UTC")

@@ -1,0 +1,188 @@
+"""The reading of a result in words, for notebooks, reports and the CLI: every sentence from the data.
+
+Each function returns Markdown (or lines of text) computed from the tables of
+``shlib.analysis.analyze``; nothing here estimates anything new.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shlib.analysis.analyze import HEADLINE_STATISTIC, AnalysisResult
+from shlib.analysis.frames import FACTORS
+from shlib.present.tables import interval_text, ratio_overview
+
+
+def capability_markdown(report: Mapping[str, Any]) -> str:
+    """What this host can measure, in words: engine, runtimes available, and why the others are not."""
+    engine = report.get("engine") or {}
+    runtimes = report.get("runtimes") or {}
+    ok = [n for n, rt in runtimes.items() if rt.get("available")]
+    missing = {n: rt.get("reason") or "unavailable" for n, rt in runtimes.items() if not rt.get("available")}
+    lines = []
+    if engine.get("reachable"):
+        lines.append(f"The Docker engine is reachable (Docker {engine.get('docker_version')}, "
+                     f"cgroup v{engine.get('cgroup_version')}, storage {engine.get('storage_driver')}).")
+    else:
+        lines.append(f"**The Docker engine is not reachable** ({engine.get('error', 'no reason given')}): only "
+                     "`native` can be measured. Start it with `bash scripts/setup-host.sh` (as root).")
+    kinds = sorted({runtimes[n].get("kind") for n in ok})
+    lines.append(f"This host can measure **{len(ok)} runtime(s)**: {', '.join(f'`{n}`' for n in ok) or 'none'} "
+                 f"(families: {', '.join(kinds) or 'none'}).")
+    for family, label in (("gvisor", "gVisor"), ("kata", "Kata Containers")):
+        if not any(runtimes[n].get("kind") == family for n in ok):
+            lines.append(f"No {label} runtime is available: the study's {label} comparisons cannot be measured here.")
+    text = "\n\n".join(lines)
+    if missing:
+        text += "\n\nNot measurable here:\n\n" + "\n".join(f"- `{n}`: {why}" for n, why in missing.items())
+    return text
+
+
+def notes_markdown(notes: Sequence[str], title: str = "Notes on this analysis") -> str:
+    """Notes (fallbacks, incomplete runs, absent factors) as Markdown; empty when there are none."""
+    return f"**{title}:**\n\n" + "\n".join(f"- {n}" for n in notes) if notes else ""
+
+
+def next_step_markdown(run_dir: str | Path) -> str:
+    """How to analyse a results directory next (the analysis notebook with papermill, or the report)."""
+    return (f"Results are in `{run_dir}`. Analyse them with\n\n"
+            f"    .venv/bin/papermill notebooks/02-analysis.ipynb reports/02-analysis.ipynb -p run_dir {run_dir}\n\n"
+            f"or build the whole report: `.venv/bin/shlib report {run_dir}`.")
+
+
+def inputs_markdown(inputs: Any) -> str:
+    """One paragraph on what an analysis notebook is about to analyse (run, status, runtimes, baseline)."""
+    frame = inputs.frame
+    text = (f"Analysing run **{inputs.run_id}** (status *{inputs.metadata.get('status')}*) from `{inputs.run_dir}`: "
+            f"{frame['runtime'].nunique()} runtimes ({', '.join(f'`{r}`' for r in inputs.runtimes)}), "
+            f"{frame['module'].nunique()} modules, concurrency "
+            f"{', '.join(map(str, sorted(frame['concurrency'].dropna().unique())))}; baseline `{inputs.baseline}`; "
+            f"bootstrap seed {inputs.seed}, {inputs.n_resamples} resamples.")
+    return text + ("\n\n" + notes_markdown(inputs.notes) if inputs.notes else "")
+
+
+def headline_markdown(result: AnalysisResult, notes: Sequence[str] = ()) -> str:
+    """The analysis headline (``headline_lines``) as Markdown: a summary line, then bullets."""
+    own = headline_lines(result)
+    lines = [*(n for n in notes if n not in own), *own]
+    if not lines:
+        return "_No result to report._"
+    first, rest = lines[0], lines[1:]
+    return "**Reading of this run** (computed from the data):\n\n" + "\n".join(f"- {line}" for line in [first, *rest])
+
+
+def factor_note(frame: pd.DataFrame, factor: str, needed: int = 2, what: str = "") -> str:
+    """'' when ``factor`` has at least ``needed`` levels in the data, else a sentence saying what is missing."""
+    if factor not in frame.columns:
+        return f"This run has no `{factor}` column: {what or 'its effect'} cannot be studied here."
+    levels = sorted(frame[factor].dropna().astype(str).unique())
+    if len(levels) >= needed:
+        return ""
+    shown = ", ".join(levels) or "none"
+    return (f"This run has {len(levels)} level(s) of `{factor}` ({shown}); {what or 'its effect'} needs at least "
+            f"{needed}. The tables below show what there is.")
+
+
+def concurrency_reading(ratio_summary: pd.DataFrame, scaling: pd.DataFrame, baseline: str,
+                        statistic: str = "median") -> str:
+    """How load times and ratios change from the lowest to the highest concurrency, in words."""
+    rows = ratio_overview(ratio_summary, baseline, statistic)
+    lines = []
+    if len(scaling):
+        growth = scaling.groupby("runtime")["pct_per_container"].agg(lambda s: _gmean_pct(s.to_numpy(float)))
+        for runtime, pct in growth.items():
+            if np.isfinite(pct):
+                lines.append(f"`{runtime}`: median load time changes by {pct:+.1f}% per extra container "
+                             "(geometric mean over modules of the fitted slopes)")
+    levels = sorted(rows["concurrency"].unique()) if len(rows) else []
+    if len(levels) >= 2:
+        lo, hi = levels[0], levels[-1]
+        for runtime, part in rows.groupby("runtime"):
+            a = part[part["concurrency"] == lo]
+            b = part[part["concurrency"] == hi]
+            if len(a) and len(b):
+                ra, rb = a.iloc[0], b.iloc[0]
+                lines.append(f"`{runtime!s}` / `{baseline}`: {interval_text(ra.ratio, ra.ci_low, ra.ci_high)} with "
+                             f"{lo} container(s) at once, {interval_text(rb.ratio, rb.ci_low, rb.ci_high)} with {hi}")
+    if not lines:
+        return "_Too few concurrency levels or runtimes to say how load time scales._"
+    return "**How concurrency changes the result** (computed from the data):\n\n" + "\n".join(f"- {x}" for x in lines)
+
+
+def _gmean_pct(pcts: np.ndarray) -> float:
+    pcts = pcts[np.isfinite(pcts)]
+    if len(pcts) == 0:
+        return math.nan
+    return float(100 * (np.exp(np.mean(np.log1p(pcts / 100))) - 1))
+
+
+def gvisor_reading(variants: pd.DataFrame, overview: pd.DataFrame, contrasts: pd.DataFrame, baseline: str) -> str:
+    """What the gVisor variants show, in words: each against the baseline, and each single-factor contrast."""
+    g = variants[variants["kind"] == "gvisor"]
+    if len(g) == 0:
+        return ("**No gVisor runtime in this run**: there is nothing to compare here. Run a spec with a `runsc-*` "
+                "runtime (see `shlib doctor`) to fill this notebook.")
+    lines = []
+    builds = sorted(set(g["build"]) - {""})
+    if len(builds) < 2:
+        lines.append(f"Only one gVisor build in this run ({', '.join(builds) or 'unknown'}): the generations "
+                     "cannot be compared; platforms and file access still can where they vary.")
+    for r in overview.itertuples():
+        lines.append(f"`{r.runtime}` / `{baseline}` at concurrency {r.concurrency}: "
+                     f"{interval_text(r.ratio, r.ci_low, r.ci_high)}")
+    for r in contrasts.itertuples():
+        lines.append(f"{r.factor} {r.from_value} -> {r.to_value} (`{r.runtime}` vs `{r.compared_with}`, "
+                     f"concurrency {r.concurrency}): load time x {interval_text(r.ratio, r.ci_low, r.ci_high)}")
+    return "**gVisor variants** (computed from the data):\n\n" + "\n".join(f"- {x}" for x in lines)
+
+
+def _times(ratio: float, low: float, high: float, baseline: str) -> str:
+    if low <= 1 <= high:
+        return f"{ratio:.2f}x [{low:.2f}, {high:.2f}] the time of {baseline} (no clear difference: interval holds 1)"
+    if ratio >= 1:
+        return f"{ratio:.2f}x [{low:.2f}, {high:.2f}] slower than {baseline}"
+    return f"{1 / ratio:.2f}x [{1 / high:.2f}, {1 / low:.2f}] faster than {baseline}"
+
+
+def headline_lines(result: AnalysisResult) -> list[str]:
+    """A short reading of an analysis, computed from its tables: a summary line, then one line per finding."""
+    tables, baseline, facts = result.tables, result.baseline, result.overview
+    levels = facts["concurrency"]
+    lines = [f"{len(facts['runtimes'])} runtimes ({', '.join(facts['runtimes'])}), {facts['n_modules']} modules, "
+             f"concurrency {', '.join(map(str, levels))}; {facts['n_ok']} ok module loads, {facts['n_failed']} failed.",
+             *result.notes]
+    summary = tables["ratio_summary"]
+    if baseline is not None and len(summary):
+        rows = summary[(summary["baseline"] == baseline) & (summary["statistic"] == HEADLINE_STATISTIC)]
+        factors = [f for f in FACTORS if f in rows.columns]
+        for _, row in rows[rows["concurrency"].isin([levels[0], levels[-1]])].iterrows():
+            where = "".join(f", {f}={row[f]}" for f in factors)
+            if not np.isfinite(row["gmean_ratio"]):
+                lines.append(f"{row['runtime']}: no ratio to {baseline} at concurrency {row['concurrency']}{where} "
+                             f"({row['note']})")
+                continue
+            if np.isfinite(row["ci_low"]):
+                text = _times(row["gmean_ratio"], row["ci_low"], row["ci_high"], baseline)
+            else:
+                text = f"{row['gmean_ratio']:.2f}x (no interval) the load time of {baseline}"
+            lines.append(f"{row['runtime']} loads modules {text} at concurrency {row['concurrency']}{where} "
+                         f"(geometric mean over {row['n_modules']} modules of the ratio of medians)")
+    if len(levels) == 1:
+        lines.append(f"Only one concurrency level ({levels[0]}): scaling with concurrency not measured.")
+    if "gvisor" not in facts["kinds"]:
+        lines.append("No gVisor runtime in this run: the study's gVisor claims are not measured.")
+    for _, row in tables["replication"].iterrows():
+        if row["verdict"].startswith("not measured"):
+            lines.append(f"Claim '{row['claim']}': {row['verdict']}.")
+        else:
+            lines.append(f"Claim '{row['claim']}': {row['runtime']} / {row['baseline']} {row['statistic']} cell ratio "
+                         f"{row['estimate']:.2f}x [{row['ci_low']:.2f}, {row['ci_high']:.2f}] vs claimed "
+                         f"{row['claimed_value']:g}x -> {row['verdict']}"
+                         + (f" ({row['note']})." if isinstance(row["note"], str) and row["note"] else "."))
+    return lines

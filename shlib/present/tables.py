@@ -1,0 +1,189 @@
+"""Tables that notebooks and reports show: the host, a run, its runtimes, load times and ratios.
+
+Each returns a DataFrame computed from shlib's own data (the doctor report, a run's metadata, the
+tables of ``shlib.analysis.analyze``); nothing here measures or estimates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shlib.analysis.variants import file_access
+
+#: Packages whose versions travel with a notebook's output (what produced the numbers).
+VERSION_PACKAGES = ("shlib", "numpy", "pandas", "scipy", "pyarrow", "matplotlib", "docker", "pydantic",
+                    "papermill", "nbconvert", "ipykernel", "jupyterlab")
+
+
+def runtime_catalog(runtimes: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per runtime of the catalog (``shlib.collect.runtimes.catalog`` or a doctor report's ``runtimes``)."""
+    rows = []
+    for name, rt in runtimes.items():
+        rt = rt if isinstance(rt, Mapping) else rt.as_dict()
+        args = list(rt.get("args") or [])
+        rows.append({
+            "runtime": name, "kind": rt.get("kind"), "available": bool(rt.get("available")),
+            "version": rt.get("version") or "", "platform": rt.get("platform") or "",
+            "file_access": file_access(args, rt.get("kind")), "args": " ".join(args),
+            "why_unavailable": rt.get("reason") or "", "to_install": rt.get("hint") or "",
+        })
+    columns = ["runtime", "kind", "available", "version", "platform", "file_access", "args", "why_unavailable",
+               "to_install"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def doctor_tables(report: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """``shlib.cli.doctor_report()`` as three tables: engine, runtimes, host."""
+    engine = dict(report.get("engine") or {})
+    if "registered_runtimes" in engine:
+        engine["registered_runtimes"] = ", ".join(engine["registered_runtimes"])
+    host = dict(report.get("host") or {})
+    if host.get("mem_total_bytes"):
+        host["mem_total_gib"] = round(host.pop("mem_total_bytes") / 2**30, 1)
+    return {"engine": _facts(engine), "runtimes": runtime_catalog(report.get("runtimes") or {}),
+            "host": _facts(host)}
+
+
+def _facts(values: Mapping[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame({"fact": list(values), "value": [_text(v) for v in values.values()]})
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def versions(packages: Iterable[str] = VERSION_PACKAGES) -> pd.DataFrame:
+    """Installed versions of the packages that produce and analyse the numbers (Python included)."""
+    import platform
+    import sys
+
+    rows = [{"package": "python", "version": platform.python_version(), "where": sys.executable}]
+    for name in packages:
+        try:
+            version = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            version = "not installed"
+        rows.append({"package": name, "version": version, "where": ""})
+    return pd.DataFrame(rows)
+
+
+def spec_table(spec: Any) -> pd.DataFrame:
+    """An experiment spec as a two-column table (field, value)."""
+    data = spec.as_dict() if hasattr(spec, "as_dict") else dict(spec)
+    return pd.DataFrame({"field": list(data), "value": [_text(v) for v in data.values()]})
+
+
+def run_facts(metadata: Mapping[str, Any]) -> pd.DataFrame:
+    """Provenance of a run: id, status, when, where, with what (from its metadata.json)."""
+    host = metadata.get("host") or {}
+    engine = metadata.get("engine") or {}
+    images = metadata.get("images") or {}
+    library = metadata.get("library") or {}
+    modules = library.get("modules") or []
+    facts = {
+        "run_id": metadata.get("run_id"), "status": metadata.get("status"),
+        "started_at": metadata.get("started_at"), "finished_at": metadata.get("finished_at"),
+        "shlib_version": metadata.get("shlib_version"), "seed": metadata.get("seed"),
+        "host": f"{host.get('cpu_model', '?')}, {host.get('cpu_count', '?')} cores, kernel {host.get('kernel', '?')}"
+        if host else "", "docker": engine.get("docker_version"), "containerd": engine.get("containerd_version"),
+        "node": ", ".join(sorted({str(i.get("node_version")) for i in images.values()})) or host.get("host_node"),
+        "modules": ", ".join(f"{m.get('module')}@{m.get('version')}" for m in modules),
+        "trials by status": ", ".join(f"{k}: {v}" for k, v in (metadata.get("counts") or {}).items()),
+        "simulated": metadata.get("simulated"),
+    }
+    return _facts({k: v for k, v in facts.items() if v not in (None, "")})
+
+
+def run_overview(frame: pd.DataFrame) -> pd.DataFrame:
+    """Trials (processes) per runtime and status, with the number of module loads that were ok."""
+    if len(frame) == 0:
+        return pd.DataFrame(columns=["runtime"])
+    trials = frame.drop_duplicates("trial_id") if "trial_id" in frame.columns else frame
+    table = pd.crosstab(trials["runtime"].astype(str), trials["status"].astype(str)).rename_axis(columns=None)
+    table.insert(0, "trials", table.sum(axis=1))
+    ok = frame[frame["status"].astype(str) == "ok"]
+    table["ok_module_loads"] = ok.groupby(ok["runtime"].astype(str)).size().reindex(table.index).fillna(0).astype(int)
+    table["concurrency"] = frame.groupby(frame["runtime"].astype(str), observed=True)["concurrency"].agg(
+        lambda s: ", ".join(map(str, sorted(set(s))))).reindex(table.index)
+    return table.reset_index().rename(columns={"index": "runtime"})
+
+
+def skew_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """How 'at once' the containers of a batch started: batch start skew (ms) per runtime and concurrency."""
+    if "batch_skew_ms" not in frame.columns or len(frame) == 0:
+        return pd.DataFrame(columns=["runtime", "concurrency", "batches", "median_skew_ms", "max_skew_ms"])
+    batches = frame.drop_duplicates("batch_id") if "batch_id" in frame.columns else frame
+    grouped = batches.groupby([batches["runtime"].astype(str), "concurrency"], observed=True)["batch_skew_ms"]
+    out = grouped.agg(batches="size", median_skew_ms="median", max_skew_ms="max").reset_index()
+    return out.round({"median_skew_ms": 1, "max_skew_ms": 1})
+
+
+def ratio_overview(ratio_summary: pd.DataFrame, baseline: str | None = None, statistic: str = "median",
+                   runtimes: Iterable[str] | None = None) -> pd.DataFrame:
+    """Ratio to ``baseline`` per runtime and concurrency (geometric mean over modules), with its interval."""
+    if len(ratio_summary) == 0:
+        return pd.DataFrame(columns=["runtime", "baseline", "concurrency", "ratio", "ci_low", "ci_high",
+                                     "n_modules", "note"])
+    rows = ratio_summary[ratio_summary["statistic"] == statistic]
+    if baseline is not None:
+        rows = rows[rows["baseline"] == baseline]
+    if runtimes is not None:
+        rows = rows[rows["runtime"].isin(list(runtimes))]
+    out = rows.rename(columns={"gmean_ratio": "ratio"})
+    keep = [c for c in ("runtime", "runtime_kind", "baseline", "concurrency", "mount", "cache", "node_version",
+                        "load_mode", "ratio", "ci_low", "ci_high", "n_modules", "min_module_ratio",
+                        "max_module_ratio", "ci_method", "note") if c in out.columns]
+    return out[keep].reset_index(drop=True)
+
+
+def module_ratios(ratios: pd.DataFrame, baseline: str | None = None, statistic: str = "median") -> pd.DataFrame:
+    """Per-module ratios to ``baseline`` with their intervals (the cells behind the overview)."""
+    if len(ratios) == 0:
+        return ratios
+    rows = ratios[ratios["statistic"] == statistic]
+    if baseline is not None:
+        rows = rows[rows["baseline"] == baseline]
+    keep = [c for c in ("runtime", "baseline", "module", "concurrency", "mount", "cache", "node_version", "load_mode",
+                        "ratio", "ci_low", "ci_high", "ci_method", "n", "n_baseline", "n_batches", "note")
+            if c in rows.columns]
+    return rows[keep].reset_index(drop=True)
+
+
+def load_time_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Median load time (ms) per module and runtime (rows) and concurrency (columns)."""
+    if len(summary) == 0:
+        return summary
+    index = [c for c in ("module", "mount", "cache", "node_version", "load_mode") if c in summary.columns]
+    table = summary.pivot_table(index=[*index, "runtime"], columns="concurrency", values="median_ms",
+                                observed=True)
+    table.columns = [f"c={c} median_ms" for c in table.columns]
+    return table.round(1)
+
+
+def ratio_by_concurrency(ratio_summary: pd.DataFrame, baseline: str, statistic: str = "median") -> pd.DataFrame:
+    """Ratio to the baseline per runtime (rows) and concurrency (columns), as 'ratio [low, high]' text."""
+    rows = ratio_overview(ratio_summary, baseline, statistic)
+    if len(rows) == 0:
+        return rows
+    text = [interval_text(r.ratio, r.ci_low, r.ci_high) for r in rows.itertuples()]
+    table = rows.assign(text=text).pivot(index="runtime", columns="concurrency", values="text")
+    table.columns = [f"c={c}" for c in table.columns]
+    return table
+
+
+def interval_text(value: Any, low: Any, high: Any) -> str:
+    value, low, high = float(value), float(low), float(high)
+    if not np.isfinite(value):
+        return "n/a"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{value:.2f}x"
+    return f"{value:.2f}x [{low:.2f}, {high:.2f}]"
