@@ -138,8 +138,13 @@ def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool
             extra["target_rel_halfwidth"] = target_ci
         if max_repetitions is not None:
             extra["repetitions"] = max_repetitions
-        if resume and spec_file is None and preset is None:  # the run's own spec
-            spec = make_spec(read_metadata(Path(out))["spec"])  # type: ignore[arg-type]
+        if resume and spec_file is None and preset is None:  # the run's own spec, unchanged
+            changes = [*(f"--set {o}" for o in overrides), *(["--target-ci"] if target_ci is not None else []),
+                       *(["--max-repetitions"] if max_repetitions is not None else [])]
+            if changes:
+                raise SpecError(f"--resume completes a run with the spec it started with; {', '.join(changes)} would "
+                                "change it. Drop them, or start a new run with them (another --out)")
+            spec = make_spec(read_metadata(Path(out)).spec)  # type: ignore[arg-type]
         elif (spec_file is None) == (preset is None):
             raise SpecError("give either a SPEC_FILE or --preset NAME (not both)")
         elif preset is not None:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from shlib.results.metadata import RunMetadata
 from shlib.results.schema import COLUMNS, SCHEMA, runtime_kind
 from shlib.results.store import ResultsStore, write_table
 
@@ -196,8 +197,9 @@ def write_results_dir(frame: pd.DataFrame, run_dir: str | Path, metadata: Mappin
     run_dir = Path(run_dir)
     store = ResultsStore(run_dir)
     counts = frame["status"].astype(str).value_counts().to_dict()
-    store.write_metadata({"run_id": str(frame["run_id"].iloc[0]) if len(frame) else "sim", "simulated": True,
-                          "counts": counts, **(metadata or {})})
+    fields = {"run_id": str(frame["run_id"].iloc[0]) if len(frame) else "sim", "simulated": True, "counts": counts,
+              "runtime_set": sorted(frame["runtime"].astype(str).unique()), **(metadata or {})}
+    store.write_metadata(RunMetadata.from_dict(fields, "simulated metadata"))
     table = pa.Table.from_pandas(frame[COLUMNS], schema=SCHEMA, preserve_index=False)
     write_table(run_dir / "results.parquet", table)
     return run_dir

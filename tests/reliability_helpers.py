@@ -19,6 +19,9 @@ from typing import Any
 import pytest
 from helpers import no_engine
 
+from shlib.results.metadata import RunMetadata
+from shlib.results.store import read_metadata
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHLIB = [sys.executable, "-m", "shlib.cli"]
@@ -97,8 +100,8 @@ def write_spec(path: Path, **fields: Any) -> Path:
     return path
 
 
-def read_meta(out: Path) -> dict[str, Any]:
-    return json.loads((out / "metadata.json").read_text())
+def read_meta(out: Path) -> RunMetadata:
+    return read_metadata(out)
 
 
 def start_shlib(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:

@@ -352,7 +352,7 @@ def test_collect_notebook_runs_a_tiny_experiment(client, tmp_path):
     nb = execute("01-collect", tmp_path / "01.ipynb", preset="smoke", runtimes=["native", "runc"],
                  modules=["lodash@4.17.20"], concurrency=[1], repetitions=2, out_dir=str(out_dir))
     frame, meta = load_results(out_dir)
-    assert meta["status"] == "complete"
+    assert meta.status == "complete"
     assert sorted(frame["runtime"].astype(str).unique()) == ["native", "runc"]
     assert len(frame) == 4 and set(frame["status"].astype(str)) == {"ok"}
     assert table_rows(output_of(nb, "run-overview", "text/html")) == 2
@@ -392,7 +392,7 @@ def test_baseline_falls_back_like_analyze_and_runtimes_keep_it():
 def test_variants_are_described_from_names_when_metadata_lacks_them():
     from shlib.analysis.variants import gvisor_reference, runtime_variants
 
-    variants = runtime_variants({}, ["runc", "runsc-20221219-ptrace", "runsc-20240729-systrap-exclusive"])
+    variants = runtime_variants(None, ["runc", "runsc-20221219-ptrace", "runsc-20240729-systrap-exclusive"])
     row = variants.set_index("runtime").loc["runsc-20240729-systrap-exclusive"]
     assert (row["build"], row["platform"], row["file_access"]) == ("20240729", "systrap",
                                                                    "--file-access-mounts=exclusive")

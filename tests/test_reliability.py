@@ -80,7 +80,7 @@ def expected_trials(spec_dict: dict, runtimes: list[str]) -> set[tuple[int, int,
 def assert_complete(out: Path, spec_dict: dict, runtimes: list[str]) -> pd.DataFrame:
     """The results hold every planned module load exactly once, and the run says complete."""
     frame, meta = load_results(out)
-    assert meta["status"] == "complete", meta["status"]
+    assert meta.status == "complete", meta.status
     assert (out / "results.parquet").exists() and not list((out / "parts").glob("batch-*.parquet"))
     got = list(zip(frame["batch_id"].astype(int), frame["slot"].astype(int), frame["module"].astype(str),
                    strict=True))
@@ -113,13 +113,13 @@ def test_hanging_runtime_is_timed_out_reaped_and_skipped(engine, fx_library, mon
     assert hung["error"].iloc[0].startswith("the runtime did not start the container within")
     assert hung["error"].iloc[2].startswith("skipped after 2 consecutive failed trials; last: the runtime did not")
     assert set(frame.loc[frame["runtime"] == "runc", "status"]) == {"ok"}  # the run went on
-    assert meta["skipped_runtimes"][hang] == hung["error"].iloc[2]
+    assert meta.skipped_runtimes[hang] == hung["error"].iloc[2]
     screen = capsys.readouterr()
     assert f"shlib: runtime {hang} skipped after 2 consecutive failed trials" in screen.out + screen.err
     # Bounded: 2 trials x (4 s + 2 s start allowance) plus cleanup, not forever.
     assert elapsed < 120, elapsed
     print(f"hang: {elapsed:.1f} s for {len(frame)} rows")
-    assert_no_containers(engine, meta["run_id"])
+    assert_no_containers(engine, meta.run_id)
     assert wait_for(lambda: not processes_matching("--platform=kvm"), 15), processes_matching("--platform=kvm")
 
 
@@ -164,7 +164,7 @@ def test_runtime_that_fails_to_start_keeps_the_engine_message(engine, fx_library
     assert set(first["status"]) == {"start_failed"}
     assert first["error"].str.contains("shlib-test-broken: this runtime refuses to start containers").all(), \
         first["error"].iloc[0]
-    assert broken in meta["skipped_runtimes"]
+    assert broken in meta.skipped_runtimes
     if badflag in runtimes:
         rows = frame[(frame["runtime"] == badflag) & (frame["status"] != "skipped")]
         assert set(rows["status"]) == {"start_failed"}
@@ -174,7 +174,7 @@ def test_runtime_that_fails_to_start_keeps_the_engine_message(engine, fx_library
                                           "exit status 2").all(), rows["error"].iloc[0]
     assert set(frame.loc[frame["runtime"] == "runc", "status"]) == {"ok"}
     print(f"start failures: {elapsed:.1f} s; messages: {sorted(set(frame['error'].dropna().str[:160]))}")
-    assert_no_containers(engine, meta["run_id"])
+    assert_no_containers(engine, meta.run_id)
 
 
 # --- 7. modules that are missing, throw, are ESM-only or hang --------------------------------------
@@ -288,7 +288,7 @@ def test_interrupt_mid_batch_then_resume(engine, tmp_path, signum):
     assert f"interrupted ({signum.name})" in stderr and f"shlib run --resume --out {out}" in stderr, stderr[-2000:]
     assert_no_containers(engine, run_id)  # the batch in flight was removed before exiting
     frame, meta = load_results(out)
-    assert meta["status"] == "interrupted"
+    assert meta.status == "interrupted"
     assert frame["batch_id"].nunique() >= 2 and set(frame["status"]) == {"ok"}
     kept = set(frame["trial_id"])
 
@@ -319,7 +319,7 @@ def test_kill_9_at_a_random_moment_then_resume(engine, tmp_path):
     finally:
         kill_group(proc)
     frame, meta = load_results(out)  # loads, with every batch written before the kill
-    assert meta["status"] in {"running", "complete"}
+    assert meta.status in {"running", "complete"}
     assert frame.empty or set(frame["status"]) == {"ok"}
     kept = set(frame["trial_id"])
     left = len(run_containers(engine, run_id))
@@ -351,7 +351,7 @@ def test_engine_dies_mid_run_then_resume(engine, tmp_path):
         assert "the Docker engine stopped answering during a batch" in stderr, stderr[-3000:]
         assert f"complete the run with: shlib run --resume --out {out}" in stderr, stderr[-2000:]
         frame, meta = load_results(out)  # intact without the engine
-        assert meta["status"] == "engine_failed" and frame["batch_id"].nunique() >= 2
+        assert meta.status == "engine_failed" and frame["batch_id"].nunique() >= 2
         assert set(frame["status"]) == {"ok"}
         kept = set(frame["trial_id"])
     finally:

@@ -79,9 +79,9 @@ def test_manifest_records_provenance(report):
 
 
 def test_default_directory_is_reports_run_id_and_a_rebuild_replaces_it(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SHLIB_REPORTS", str(tmp_path / "reports"))
     first = build_report(DATASET, names=("03-concurrency",), n_resamples=RESAMPLES)
-    assert first == Path("reports") / run_id()
+    assert first == tmp_path / "reports" / run_id()
     (first / "figures" / "03-concurrency" / "stale.png").write_bytes(b"old")
     again = build_report(DATASET, names=("03-concurrency",), n_resamples=RESAMPLES)
     assert again == first and not (first / "figures" / "03-concurrency" / "stale.png").exists()

@@ -35,7 +35,7 @@ def test_quick_like_run_overlaps_and_orders_runtimes(client, gvisor_runtimes, tm
             "concurrency": [1, 4], "repetitions": 3, "seed": 11}
     out = run_experiment(spec, tmp_path / "run", client=client, progress=False)
     df, meta = load_results(out)
-    assert meta["status"] == "complete" and meta["counts"] == {"ok": 3 * (1 + 4) * 3}
+    assert meta.status == "complete" and meta.counts == {"ok": 3 * (1 + 4) * 3}
     assert len(df) == 45 and df["trial_id"].is_unique
     assert set(df["engine_runtime"]) == {"native", "runc", fastest_gvisor}  # the engine used what we asked
     four = df[df["concurrency"] == 4]
@@ -49,8 +49,8 @@ def test_quick_like_run_overlaps_and_orders_runtimes(client, gvisor_runtimes, tm
     # express opens ~300 files: every one crosses gVisor's file-system boundary
     medians = df[df["concurrency"] == 1].groupby("runtime", observed=True)["load_ms"].median()
     assert medians[fastest_gvisor] > 1.2 * medians["runc"], medians
-    assert meta["library"]["tree_hash"] and meta["images"]["host"]["image_id"].startswith("sha256:")
-    assert meta["runtimes"][fastest_gvisor]["args"]
+    assert meta.library.tree_hash and meta.images["host"].image_id.startswith("sha256:")
+    assert meta.runtimes[fastest_gvisor].args
     assert_run_left_nothing(client, out)
 
 
@@ -89,14 +89,14 @@ def test_interrupted_run_resumes_to_the_full_plan_without_duplicates(client, tmp
     with pytest.raises(Interrupted, match="--resume --out"):
         run_experiment(spec, out, client=client, progress=False, on_batch=interrupt_after_five)
     partial, meta = load_results(out)
-    assert meta["status"] == "interrupted" and partial["batch_id"].nunique() == 5
+    assert meta.status == "interrupted" and partial["batch_id"].nunique() == 5
     assert_run_left_nothing(client, out)
     again: list[int] = []
     run_experiment(spec, out, resume=True, client=client, progress=False,
                    on_batch=lambda b, rows: again.append(b.batch_id))
     assert not set(again) & set(seen)  # nothing repeated
     df, meta = load_results(out)
-    assert meta["status"] == "complete" and len(meta["resumed_at"]) == 1
+    assert meta.status == "complete" and len(meta.resumed_at) == 1
     assert df["batch_id"].nunique() == 2 * 2 * 3
     assert len(df) == 2 * (1 + 2) * 3 and df["trial_id"].is_unique
     assert (df["status"] == "ok").all()
@@ -127,5 +127,5 @@ def test_mount_cache_and_node_are_factors_of_the_plan(client, tmp_path):
         (m, c) for m in ("volume", "bind", "image") for c in ("warm", "cold"))
     assert set(df.loc[df["runtime"] == "native", "mount"]) == {"host"}  # native has one mount: the host
     assert len(df[df["runtime"] == "native"]) == 2  # warm and cold
-    assert meta["library_images"]["host"].startswith("shlib/node-lib:")
+    assert meta.library_images["host"].startswith("shlib/node-lib:")
     assert_run_left_nothing(client, out)

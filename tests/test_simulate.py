@@ -16,7 +16,7 @@ def test_frame_has_the_results_schema_and_round_trips(tmp_path):
     assert list(frame.columns) == COLUMNS
     write_results_dir(frame, tmp_path / "run")
     loaded, meta = load_results(tmp_path / "run")
-    assert meta["simulated"] is True
+    assert meta.simulated is True
     pd.testing.assert_frame_equal(loaded, frame, check_categorical=False)
 
 

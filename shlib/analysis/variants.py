@@ -7,12 +7,12 @@ between variants that differ in exactly one of build, platform, file access.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
 from shlib.analysis.ratios import ratios_against, summary_across_modules
+from shlib.results.metadata import RunMetadata
 from shlib.results.schema import runtime_kind
 
 #: runsc flags that describe how a gVisor sandbox reaches files (the study's bottleneck).
@@ -32,14 +32,14 @@ def _build_date(version: str | None, name: str) -> str:
     return match.group(1) if match else ""
 
 
-def runtime_variants(metadata: Mapping[str, Any], runtimes: Iterable[str], frame: pd.DataFrame | None = None
+def runtime_variants(metadata: RunMetadata | None, runtimes: Iterable[str], frame: pd.DataFrame | None = None
                      ) -> pd.DataFrame:
     """Per runtime: family, build (date in its version), platform, file-access flags, other flags, trials.
 
     Read from the run's metadata (what the catalog recorded); a runtime missing there (simulated data)
     is described from its name.
     """
-    known = metadata.get("runtimes") or {}
+    known = {n: r.model_dump() for n, r in metadata.runtimes.items()} if metadata is not None else {}
     rows = []
     for name in runtimes:
         rt = known.get(name) or {}

@@ -45,7 +45,9 @@ from shlib.collect.probe import GO_LEAD_MS, GO_LEAD_MS_PER_PROBE, Outcome
 from shlib.collect.records import rows_for, skipped_rows
 from shlib.collect.runtimes import Runtime, catalog, select_runtimes
 from shlib.errors import EngineUnavailable, Interrupted, ResultsError, RuntimeUnavailable, SpecError
-from shlib.results.schema import DONE_STATUSES
+from shlib.paths import runs_dir
+from shlib.results.metadata import RunMetadata, RunStatus
+from shlib.results.schema import DONE_STATUSES, runtime_kind
 from shlib.results.store import ResultsStore, load_frame
 from shlib.spec import adaptive
 from shlib.spec.modules import parse_module
@@ -68,7 +70,7 @@ def new_run_id(spec: Spec) -> str:
 
 
 
-def check_out_dir(out_dir: Path, spec: Spec, resume: bool) -> dict[str, Any] | None:
+def check_out_dir(out_dir: Path, spec: Spec, resume: bool) -> RunMetadata | None:
     """Refuse a results directory that cannot be written or holds another run; return its metadata."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ResultsError(f"--out {out_dir} exists and is not a directory")
@@ -76,12 +78,12 @@ def check_out_dir(out_dir: Path, spec: Spec, resume: bool) -> dict[str, Any] | N
     if (out_dir / "metadata.json").exists():
         meta = ResultsStore(out_dir).read_metadata()
         if not resume:
-            raise ResultsError(f"--out {out_dir} already holds run {meta.get('run_id')}; pass --resume to complete "
+            raise ResultsError(f"--out {out_dir} already holds run {meta.run_id}; pass --resume to complete "
                                "it, or choose another directory")
-        saved = make_spec(meta["spec"])
+        saved = make_spec(meta.spec)
         if saved.model_copy(update={"seed": None}) != spec.model_copy(update={"seed": None}) or (
                 spec.seed is not None and spec.seed != saved.seed):
-            raise ResultsError(f"--out {out_dir} holds run {meta.get('run_id')} of a different spec; resume it with "
+            raise ResultsError(f"--out {out_dir} holds run {meta.run_id} of a different spec; resume it with "
                                "its own spec (shown in its metadata.json) or choose another directory")
     elif out_dir.exists() and any(not _stray_tmp(p) for p in out_dir.iterdir()):
         raise ResultsError(f"--out {out_dir} is not empty and holds no shlib run; choose an empty or new directory")
@@ -94,6 +96,45 @@ def check_out_dir(out_dir: Path, spec: Spec, resume: bool) -> dict[str, Any] | N
     except OSError as exc:
         raise ResultsError(f"--out {out_dir} is not writable ({exc.strerror or exc})") from None
     return meta
+
+
+def resume_runtimes(meta: RunMetadata, known: dict[str, Runtime]) -> tuple[dict[str, Runtime], dict[str, str]]:
+    """The runtimes a resumed run was planned for (its recorded set, never today's catalog), and those gone.
+
+    A runtime registered since is not added (batch ids are positions in the plan, so the plan must be the
+    same); one that is no longer available is returned with the reason, and its remaining batches are
+    recorded as skipped. One whose binary version or flags changed is refused: two builds would be
+    measured under one name.
+    """
+    runtimes: dict[str, Runtime] = {}
+    gone: dict[str, str] = {}
+    for name in meta.runtime_set:
+        record = meta.runtimes.get(name)
+        now = known.get(name)
+        if now is None or not now.available:
+            why = now.reason if now is not None else "no longer registered with the engine"
+            gone[name] = f"unavailable when the run was resumed: {why}"
+            runtimes[name] = Runtime(name=name, kind=record.kind if record else runtime_kind(name), available=False,
+                                     reason=why)
+            continue
+        if record is not None and (record.version, list(record.args)) != (now.version, list(now.args)):
+            raise ResultsError(f"runtime {name} changed since run {meta.run_id} started (version {record.version!r}, "
+                               f"flags {record.args} then; {now.version!r}, {now.args} now): resuming would mix two "
+                               "builds under one name. Start a new run, or restore the runtime")
+        runtimes[name] = now
+    return runtimes, gone
+
+
+def check_resume_inputs(meta: RunMetadata, prep: Prepared) -> None:
+    """Refuse to resume onto another image or library than the run started with (as pyperf checks metadata)."""
+    if meta.library.tree_hash and meta.library.tree_hash != prep.library.tree_hash:
+        raise ResultsError(f"the shared library changed since run {meta.run_id} started (tree hash "
+                           f"{meta.library.tree_hash[:12]} then, {prep.library.tree_hash[:12]} now): start a new run")
+    for source, image in prep.images.items():
+        then = meta.images.get(source)
+        if then is not None and then.image_id != image.image_id:
+            raise ResultsError(f"the Node image for {source!r} changed since run {meta.run_id} started ("
+                               f"{then.image_id[:19]} then, {image.image_id[:19]} now): start a new run")
 
 
 def _stray_tmp(path: Path) -> bool:
@@ -135,6 +176,7 @@ class Prepared:
     client: docker.DockerClient | None
     runtimes: dict[str, Runtime]
     library: Library
+    timeout_s: float
     images: dict[str, NodeImage] = field(default_factory=dict)
     lib_images: dict[str, str] = field(default_factory=dict)
     volume: str | None = None
@@ -142,14 +184,18 @@ class Prepared:
     containers: ContainerBatch | None = None
 
 
-def prepare(spec: Spec, names: list[str], client: docker.DockerClient | None, known: dict[str, Runtime],
-            run_id: str, library: Library | None = None) -> Prepared:
-    """Install the library (unless given), build images and the volume the plan needs."""
+def prepare(spec: Spec, runtimes: dict[str, Runtime], client: docker.DockerClient | None, run_id: str,
+            library: Library | None = None) -> Prepared:
+    """Install the library (unless given), build images and the volume the plan needs.
+
+    ``runtimes``: every runtime of the plan; those not available (gone since a resume) need nothing.
+    """
     library = library or install_library(spec.modules)
     absent = set(spec.module_names()) - {m["module"] for m in library.manifest["modules"]}
     if absent:
         raise SpecError(f"modules: {', '.join(sorted(absent))} not in the given library")
-    prep = Prepared(client=client, runtimes={n: known[n] for n in names}, library=library)
+    prep = Prepared(client=client, runtimes=runtimes, library=library, timeout_s=spec.timeout_s)
+    names = [n for n, rt in runtimes.items() if rt.available]
     if any(n != NATIVE for n in names):
         assert client is not None
         for source in spec.node:
@@ -163,7 +209,7 @@ def prepare(spec: Spec, names: list[str], client: docker.DockerClient | None, kn
     if NATIVE in names:
         for source in spec.node:
             if source == "host":
-                prep.native_nodes[source] = known[NATIVE].path or "node"
+                prep.native_nodes[source] = runtimes[NATIVE].path or "node"
             elif source.startswith("wheel:"):
                 prep.native_nodes[source] = str(wheel_node(source.split(":", 1)[1]))
     return prep
@@ -183,8 +229,7 @@ def execute(batch: Batch, prep: Prepared) -> list[Outcome]:
     names = tuple(parse_module(m)[0] for m in cell.modules)
     if cell.runtime == NATIVE:
         with resources.as_file(resources.files("shlib.collect.probes").joinpath("load.js")) as probe:
-            native = NativeBatch(prep.native_nodes[cell.node], probe, prep.containers.timeout_s if prep.containers
-                                 else 60.0)
+            native = NativeBatch(prep.native_nodes[cell.node], probe, prep.timeout_s)
             return native.run(cell.concurrency, str(prep.library.path), names)
     assert prep.containers is not None
     image = prep.lib_images[cell.node] if cell.mount == "image" else prep.images[cell.node].tag
@@ -220,6 +265,13 @@ def unfinished_cells(frame: pd.DataFrame, target: float) -> set[tuple[Any, ...]]
     return open_cells
 
 
+def _is_open(batch: Batch, open_cells: set[tuple[Any, ...]]) -> bool:
+    """Whether any module a batch loads (all of them in sequence mode) is in a cell still open."""
+    cell = batch.cell
+    return any((cell.runtime, parse_module(m)[0], cell.concurrency, cell.mount, cell.cache) in open_cells
+               for m in cell.modules)
+
+
 def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = None, resume: bool = False,
                    client: docker.DockerClient | None = None, progress: bool = True,
                    on_batch: Callable[[Batch, list[dict[str, Any]]], None] | None = None,
@@ -234,54 +286,59 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
     out = Path(out_dir) if out_dir is not None else None
     meta = check_out_dir(out, spec, resume) if out is not None else None
     if meta is not None:
-        spec = make_spec(meta["spec"])
+        spec = make_spec(meta.spec)
     spec = spec.with_seed()
     if "cold" in spec.cache and os.geteuid() != 0:
         raise SpecError("cache: 'cold' drops the host's page cache and needs root; run as root or use 'warm'")
-    run_id = meta["run_id"] if meta else new_run_id(spec)
+    run_id = meta.run_id if meta else new_run_id(spec)
     if out is None:
-        out = Path("runs") / run_id
+        out = runs_dir() / run_id
         check_out_dir(out, spec, False)
     needs_engine = spec.runtimes == "all" or any(r != NATIVE for r in spec.runtimes)
     if client is None and needs_engine:
         client = connect(pool_size=4 * max(spec.concurrency) + 8, timeout_s=max(120.0, spec.timeout_s + 60))
     known = catalog(client)
-    names = select_runtimes(spec, known)
+    if meta is None:
+        runtimes, gone = {n: known[n] for n in select_runtimes(spec, known)}, {}
+    else:
+        runtimes, gone = resume_runtimes(meta, known)
+    names = list(runtimes)
     if not names:
         raise RuntimeUnavailable("no runtime is available on this host; run 'shlib doctor' to see why")
     if meta is not None:
         removed = remove_leftovers(client, run_id)
         if removed and progress:
             tqdm.write(f"shlib: removed {removed} container(s) the interrupted run left behind")
-    prep = prepare(spec, names, client, known, run_id, library)
+    prep = prepare(spec, runtimes, client, run_id, library)
+    if meta is not None:
+        check_resume_inputs(meta, prep)
     store = ResultsStore(out)
-    previous = load_frame(out) if meta else None
-    done_batches = set(previous.loc[previous["status"].isin(DONE_STATUSES), "batch_id"].astype(int)) \
-        if previous is not None else set()
-    started = meta["started_at"] if meta else datetime.now(UTC).isoformat()
-    metadata: dict[str, Any] = {
-        "run_id": run_id, "shlib_version": shlib.__version__, "status": "running", "spec": spec.as_dict(),
-        "seed": spec.seed, "started_at": started, "finished_at": None, "hostname": socket.gethostname(),
-        "host": host_facts(), "engine": engine_facts(client) if client is not None else None,
-        "runtimes": {n: known[n].as_dict() for n in names},
-        "runtimes_unavailable": {n: rt.reason for n, rt in known.items() if not rt.available},
-        "images": {s: img.as_dict() for s, img in prep.images.items()},
-        "library_images": prep.lib_images, "volume": prep.volume,
-        "library": {"path": str(prep.library.path), **prep.library.manifest},
-        "harness": {"go_lead_ms": GO_LEAD_MS, "go_lead_ms_per_probe": GO_LEAD_MS_PER_PROBE,
-                    "go_lead_note": "a batch of one probe starts at once (no lead)",
-                    "lockdown": {"network": "none", "user": "1000:1000", "cap_drop": "ALL",
-                                 "no_new_privileges": True, "read_only_rootfs": True, "library": "read-only",
-                                 "memory_mb": spec.memory_mb, "pids_limit": spec.pids_limit}},
-        "resumed_at": ([*meta.get("resumed_at", []), datetime.now(UTC).isoformat()] if meta else []),
-    }
+    done_batches = _done_batches(out) if meta else set()
+    now = datetime.now(UTC).isoformat()
+    metadata = RunMetadata(
+        run_id=run_id, shlib_version=shlib.__version__, status="running", spec=spec.as_dict(), seed=spec.seed,
+        runtime_set=names, started_at=meta.started_at if meta else now,
+        resumed_at=[*meta.resumed_at, now] if meta else [], hostname=socket.gethostname(), host=host_facts(),
+        engine=engine_facts(client) if client is not None else None,
+        runtimes={n: (meta.runtimes[n].model_dump() if n in gone and meta and n in meta.runtimes else rt.as_dict())
+                  for n, rt in runtimes.items()},
+        runtimes_unavailable={n: rt.reason for n, rt in known.items() if not rt.available},
+        skipped_runtimes=dict(gone), images={s: img.as_dict() for s, img in prep.images.items()},
+        library_images=prep.lib_images, volume=prep.volume,
+        library={"path": str(prep.library.path), **prep.library.manifest},
+        harness={"go_lead_ms": GO_LEAD_MS, "go_lead_ms_per_probe": GO_LEAD_MS_PER_PROBE,
+                 "go_lead_note": "a batch of one probe starts at once (no lead)",
+                 "lockdown": {"network": "none", "user": "1000:1000", "cap_drop": "ALL", "no_new_privileges": True,
+                              "read_only_rootfs": True, "library": "read-only", "memory_mb": spec.memory_mb,
+                              "pids_limit": spec.pids_limit}},
+    )
     store.write_metadata(metadata)
 
     adaptive = spec.target_rel_halfwidth is not None
     first_reps = spec.min_repetitions if adaptive else spec.repetitions
     todo = [b for b in plan(spec, names, first_reps) if b.batch_id not in done_batches]
     failures: dict[str, int] = defaultdict(int)
-    skipped: dict[str, str] = {}
+    skipped = metadata.skipped_runtimes
     next_rep = first_reps
     bar = tqdm(total=len(todo), unit="batch", disable=not progress, desc=spec.name)
     try:
@@ -293,8 +350,7 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
                     if not open_cells:
                         break
                     todo = [b for b in plan(spec, names, 1, next_rep)
-                            if (b.cell.runtime, parse_module(b.cell.modules[0])[0], b.cell.concurrency,
-                                b.cell.mount, b.cell.cache) in open_cells and b.batch_id not in done_batches
+                            if _is_open(b, open_cells) and b.batch_id not in done_batches
                             and b.cell.runtime not in skipped]
                     next_rep += 1
                     bar.total += len(todo)
@@ -315,31 +371,33 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
                     skipped[runtime] = (f"skipped after {failures[runtime]} consecutive failed trials; "
                                         f"last: {last}")[:2000]
                     bar.write(f"shlib: runtime {runtime} {skipped[runtime]}")
-                    metadata["skipped_runtimes"] = skipped
                     store.write_metadata(metadata)
                 if on_batch is not None:
                     on_batch(batch, rows)
                 bar.update(1)
     except KeyboardInterrupt as exc:
-        metadata["skipped_runtimes"] = skipped
         _finish(store, metadata, "interrupted")
         raise Interrupted(f"interrupted ({exc or 'SIGINT'}); every finished batch is saved in {out}. "
                           f"Complete the run with: shlib run --resume --out {out}") from None
     except EngineUnavailable as exc:
-        metadata["skipped_runtimes"] = skipped
         _finish(store, metadata, "engine_failed")
         raise EngineUnavailable(f"{exc}. Every finished batch is saved in {out}; once the engine is back "
                                 f"(scripts/setup-host.sh), complete the run with: shlib run --resume --out {out}") \
             from None
     finally:
         bar.close()
-    metadata["skipped_runtimes"] = skipped
     _finish(store, metadata, "complete", consolidate=True)
     return out
 
 
-def _finish(store: ResultsStore, metadata: dict[str, Any], status: str, consolidate: bool = False) -> None:
+def _finish(store: ResultsStore, metadata: RunMetadata, status: RunStatus, consolidate: bool = False) -> None:
     frame = store.consolidate() if consolidate else load_frame(store.run_dir)
-    metadata.update(status=status, finished_at=datetime.now(UTC).isoformat(), counts=_counts(frame),
-                    n_rows=len(frame))
+    metadata.status, metadata.finished_at = status, datetime.now(UTC).isoformat()
+    metadata.counts, metadata.n_rows = _counts(frame), len(frame)
     store.write_metadata(metadata)
+
+
+def _done_batches(run_dir: Path) -> set[int]:
+    """Batches of an earlier attempt that need not run again (every status but skipped)."""
+    previous = load_frame(run_dir)
+    return set(previous.loc[previous["status"].isin(DONE_STATUSES), "batch_id"].astype(int))

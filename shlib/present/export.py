@@ -22,6 +22,7 @@ from shlib.analysis.analyze import HEADLINE_STATISTIC, TABLES, AnalysisResult, a
 from shlib.analysis.defaults import CONFIDENCE, DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from shlib.analysis.replication import reference_path
 from shlib.present.readings import headline_lines
+from shlib.results.metadata import RunMetadata
 from shlib.results.store import load_results, write_json
 
 
@@ -86,13 +87,13 @@ def _write_figures(result: ExportedAnalysis, frame: pd.DataFrame, fig_dir: Path)
     return files
 
 
-def _provenance(result: ExportedAnalysis, meta: dict[str, Any]) -> dict[str, Any]:
+def _provenance(result: ExportedAnalysis, meta: RunMetadata) -> dict[str, Any]:
     return {
         "shlib_version": __version__,
         "analysed_at": dt.datetime.now(dt.UTC).isoformat(),
         "run_dir": str(result.run_dir),
-        "run_id": meta.get("run_id"),
-        "schema_version": meta.get("schema_version"),
+        "run_id": meta.run_id,
+        "schema_version": meta.schema_version,
         "baseline": result.result.baseline,
         "seed": result.result.seed,
         "n_resamples": result.result.n_resamples,

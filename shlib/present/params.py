@@ -19,7 +19,8 @@ import pandas as pd
 
 from shlib.analysis.defaults import DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT_SEED, resolve_baseline
 from shlib.errors import AnalysisError, ResultsError, SpecError
-from shlib.paths import repo_root
+from shlib.paths import project_dir, repo_root
+from shlib.results.metadata import RunMetadata
 
 #: Where the analysis notebooks look when run_dir is not given: the committed dataset.
 DEFAULT_RUN_DIR = "data/runs/quick"
@@ -129,7 +130,7 @@ class AnalysisInputs:
 
     run_dir: Path
     frame: pd.DataFrame           # the run's rows, restricted to ``runtimes``
-    metadata: dict[str, Any]
+    metadata: RunMetadata
     baseline: str                 # the baseline actually used (after a runc <-> native fallback)
     runtimes: list[str]           # runtimes analysed
     seed: int
@@ -139,7 +140,7 @@ class AnalysisInputs:
 
     @property
     def run_id(self) -> str:
-        return str(self.metadata.get("run_id") or self.run_dir.name)
+        return self.metadata.run_id or self.run_dir.name
 
 
 def analysis_inputs(run_dir: str | os.PathLike[str] = DEFAULT_RUN_DIR, baseline: str = DEFAULT_BASELINE,
@@ -158,17 +159,17 @@ def analysis_inputs(run_dir: str | os.PathLike[str] = DEFAULT_RUN_DIR, baseline:
         raise ParameterError(f"run_dir: {exc}") from None
     present = sorted(frame["runtime"].astype(str).unique())
     if not present:
-        raise ParameterError(f"run_dir: {path} holds no trials yet (status {meta.get('status')!r}); "
+        raise ParameterError(f"run_dir: {path} holds no trials yet (status {meta.status!r}); "
                              "choose a run that recorded at least one batch")
     chosen = check_runtimes(runtimes, present)
     used, notes = check_baseline(baseline, present)
     if used not in chosen:
         chosen = sorted({*chosen, used})
         notes.append(f"the baseline {used} was added to the runtimes analysed")
-    if meta.get("status") != "complete":
-        notes.append(f"this run's status is {meta.get('status')!r}, not 'complete': the analysis covers the "
+    if meta.status != "complete":
+        notes.append(f"this run's status is {meta.status!r}, not 'complete': the analysis covers the "
                      "batches recorded so far")
-    if meta.get("simulated"):
+    if meta.simulated:
         notes.append("this run is simulated (shlib.simulate), not measured")
     rows = frame[frame["runtime"].astype(str).isin(chosen)].copy()
     for column in rows.select_dtypes("category"):
@@ -248,8 +249,14 @@ def check_host_runtimes(spec: Any, client: Any = None) -> list[str]:
 
 
 def collect_out_dir(out_dir: Any, resume: Any) -> Path | None:
-    """The collection notebook's results directory (None: runs/<run_id>); resuming needs one."""
+    """The collection notebook's results directory; resuming needs one.
+
+    None means the project's runs/<run_id> (``shlib.paths.runs_dir``); a relative path is taken from the
+    project, not from the notebook's folder (JupyterLab runs a notebook inside notebooks/).
+    """
     path = check_out_dir(out_dir)
+    if path is not None and not path.is_absolute():
+        path = project_dir() / path
     if check_bool("resume", resume) and path is None:
         raise ParameterError("resume: True needs out_dir, the directory of the run to complete")
     return path

@@ -59,7 +59,7 @@ def next_step_markdown(run_dir: str | Path) -> str:
 def inputs_markdown(inputs: Any) -> str:
     """One paragraph on what an analysis notebook is about to analyse (run, status, runtimes, baseline)."""
     frame = inputs.frame
-    text = (f"Analysing run **{inputs.run_id}** (status *{inputs.metadata.get('status')}*) from `{inputs.run_dir}`: "
+    text = (f"Analysing run **{inputs.run_id}** (status *{inputs.metadata.status}*) from `{inputs.run_dir}`: "
             f"{frame['runtime'].nunique()} runtimes ({', '.join(f'`{r}`' for r in inputs.runtimes)}), "
             f"{frame['module'].nunique()} modules, concurrency "
             f"{', '.join(map(str, sorted(frame['concurrency'].dropna().unique())))}; baseline `{inputs.baseline}`; "

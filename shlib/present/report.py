@@ -30,6 +30,7 @@ import nbformat
 from shlib import __version__
 from shlib.analysis.defaults import DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from shlib.errors import ShlibError
+from shlib.paths import reports_dir
 from shlib.present import notebooks, params, tables
 from shlib.results.store import write_json
 
@@ -52,7 +53,7 @@ def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     """
     inputs = params.analysis_inputs(run_dir, baseline=baseline, runtimes=list(runtimes), seed=seed,
                                     n_resamples=n_resamples)
-    report_dir = Path(out_dir) if out_dir is not None else Path("reports") / inputs.run_id
+    report_dir = Path(out_dir) if out_dir is not None else reports_dir() / inputs.run_id
     _claim(report_dir)
     kernel = kernel_name or notebooks.kernel_for_this_environment(register=True)
     entries = []
@@ -60,7 +61,7 @@ def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
         entries.append(_run_one(name, report_dir, inputs, baseline, list(runtimes), kernel, timeout_s))
     manifest = {
         "shlib_version": __version__, "built_at": dt.datetime.now(dt.UTC).isoformat(),
-        "run_dir": str(inputs.run_dir), "run_id": inputs.run_id, "run_status": inputs.metadata.get("status"),
+        "run_dir": str(inputs.run_dir), "run_id": inputs.run_id, "run_status": inputs.metadata.status,
         "baseline_asked": baseline, "baseline": inputs.baseline, "kernel": kernel,
         "notebooks": entries, "versions": tables.versions().to_dict("records"),
     }

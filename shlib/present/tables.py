@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from shlib.analysis.variants import file_access
+from shlib.results.metadata import RunMetadata
 
 #: Packages whose versions travel with a notebook's output (what produced the numbers).
 VERSION_PACKAGES = ("shlib", "numpy", "pandas", "scipy", "pyarrow", "matplotlib", "docker", "pydantic",
@@ -82,23 +83,19 @@ def spec_table(spec: Any) -> pd.DataFrame:
     return pd.DataFrame({"field": list(data), "value": [_text(v) for v in data.values()]})
 
 
-def run_facts(metadata: Mapping[str, Any]) -> pd.DataFrame:
+def run_facts(metadata: RunMetadata) -> pd.DataFrame:
     """Provenance of a run: id, status, when, where, with what (from its metadata.json)."""
-    host = metadata.get("host") or {}
-    engine = metadata.get("engine") or {}
-    images = metadata.get("images") or {}
-    library = metadata.get("library") or {}
-    modules = library.get("modules") or []
+    host, engine = metadata.host, metadata.engine or {}
     facts = {
-        "run_id": metadata.get("run_id"), "status": metadata.get("status"),
-        "started_at": metadata.get("started_at"), "finished_at": metadata.get("finished_at"),
-        "shlib_version": metadata.get("shlib_version"), "seed": metadata.get("seed"),
-        "host": f"{host.get('cpu_model', '?')}, {host.get('cpu_count', '?')} cores, kernel {host.get('kernel', '?')}"
-        if host else "", "docker": engine.get("docker_version"), "containerd": engine.get("containerd_version"),
-        "node": ", ".join(sorted({str(i.get("node_version")) for i in images.values()})) or host.get("host_node"),
-        "modules": ", ".join(f"{m.get('module')}@{m.get('version')}" for m in modules),
-        "trials by status": ", ".join(f"{k}: {v}" for k, v in (metadata.get("counts") or {}).items()),
-        "simulated": metadata.get("simulated"),
+        "run_id": metadata.run_id, "status": metadata.status, "schema_version": metadata.schema_version,
+        "started_at": metadata.started_at, "finished_at": metadata.finished_at,
+        "shlib_version": metadata.shlib_version, "seed": metadata.seed,
+        "host": f"{host.cpu_model or '?'}, {host.cpu_count or '?'} cores, kernel {host.kernel or '?'}"
+        if host.kernel else "", "docker": engine.get("docker_version"), "containerd": engine.get("containerd_version"),
+        "node": ", ".join(sorted({str(i.node_version) for i in metadata.images.values()})) or host.host_node,
+        "modules": ", ".join(f"{m.get('module')}@{m.get('version')}" for m in metadata.library.modules),
+        "trials by status": ", ".join(f"{k}: {v}" for k, v in metadata.counts.items()),
+        "simulated": metadata.simulated or None,
     }
     return _facts({k: v for k, v in facts.items() if v not in (None, "")})
 

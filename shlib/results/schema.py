@@ -11,7 +11,8 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+#: Version of the results directory (metadata.json + rows); its history is in shlib.results.metadata.
+SCHEMA_VERSION = 2
 
 #: Column -> arrow type. Every row is one module load in one trial (one process).
 SCHEMA = pa.schema([

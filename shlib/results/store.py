@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shlib.errors import ResultsError
-from shlib.results.schema import SCHEMA, SCHEMA_VERSION, to_table
+from shlib.results.metadata import RunMetadata
+from shlib.results.schema import SCHEMA, to_table
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -60,10 +61,10 @@ class ResultsStore:
     def metadata_path(self) -> Path:
         return self.run_dir / "metadata.json"
 
-    def write_metadata(self, metadata: dict[str, Any]) -> None:
-        write_json(self.metadata_path, {"schema_version": SCHEMA_VERSION, **metadata})
+    def write_metadata(self, metadata: RunMetadata) -> None:
+        write_json(self.metadata_path, metadata.as_dict())
 
-    def read_metadata(self) -> dict[str, Any]:
+    def read_metadata(self) -> RunMetadata:
         return read_metadata(self.run_dir)
 
     def append_batch(self, batch_id: int, rows: list[dict[str, Any]]) -> None:
@@ -79,18 +80,16 @@ class ResultsStore:
         return frame
 
 
-def read_metadata(run_dir: Path) -> dict[str, Any]:
+def read_metadata(run_dir: Path) -> RunMetadata:
+    """A run's metadata.json, migrated to this shlib's schema version and validated."""
     path = Path(run_dir) / "metadata.json"
     if not path.exists():
         raise ResultsError(f"{run_dir} is not a shlib results directory: it has no metadata.json")
     try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path} is not valid JSON ({exc})") from exc
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise ResultsError(f"{path} has schema_version {meta.get('schema_version')!r}; "
-                           f"this shlib reads {SCHEMA_VERSION}")
-    return meta
+    return RunMetadata.from_dict(data, str(path))
 
 
 def load_frame(run_dir: Path) -> pd.DataFrame:
@@ -112,7 +111,7 @@ def load_frame(run_dir: Path) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def load_results(run_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+def load_results(run_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, RunMetadata]:
     """Load a results directory: (rows as a DataFrame with proper dtypes, metadata)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
