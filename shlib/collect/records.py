@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-
-import pandas as pd
 
 from shlib.collect.probe import Outcome
 from shlib.spec.modules import parse_module
@@ -64,7 +64,9 @@ def skipped_rows(batch: Batch, run_id: str, prep: Prepared, reason: str) -> list
     return rows_for(batch, out, run_id, prep)
 
 
-def _ts(value: str | None) -> pd.Timestamp | None:
+def _ts(value: str | None) -> datetime | None:
+    """An engine (RFC 3339, nanoseconds) or probe timestamp as an aware UTC datetime; None for the engine's zero."""
     if not value or value.startswith("0001-01-01"):
         return None
-    return pd.Timestamp(value).tz_convert("UTC") if pd.Timestamp(value).tzinfo else pd.Timestamp(value, tz="UTC")
+    stamp = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", value.replace("Z", "+00:00")))
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).astimezone(UTC)

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
-import pandas as pd
 from tqdm.auto import tqdm
 
 import shlib
@@ -53,6 +52,9 @@ from shlib.spec import adaptive
 from shlib.spec.modules import parse_module
 from shlib.spec.plan import NATIVE, Batch, plan
 from shlib.spec.spec import Spec, make_spec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Trial statuses that count towards skipping a runtime (the runtime failed, not the module):
 #: only when the probe never got to "ready" (a module that hangs or crashes Node after the

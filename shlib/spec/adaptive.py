@@ -32,7 +32,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import chi2, t
 
 #: The median's standard error over the mean's for normal data (asymptotic): sqrt(pi / 2).
 MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2)
@@ -48,6 +47,8 @@ def predicted_halfwidth(batch_medians: Sequence[float], confidence: float = 0.95
 
     ``batch_medians``: the cell's batch medians of load_ms (> 0; others are ignored).
     """
+    from scipy.stats import chi2, t  # only when the rule runs: the collection path starts without scipy
+
     logs = np.log([v for v in batch_medians if math.isfinite(v) and v > 0])
     g = len(logs)
     if g < MIN_BATCHES:
