@@ -12,6 +12,7 @@ returns ``shlib`` only when it runs this interpreter, and otherwise a kernel tha
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -33,7 +34,11 @@ KEEP_CELL_METADATA = ("tags",)
 
 
 def notebooks_dir() -> Path:
-    return repo_root() / "notebooks"
+    """The notebooks, shipped as package data ``shlib.notebooks`` (the checkout's notebooks/ when editable)."""
+    spec = importlib.util.find_spec("shlib.notebooks")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return repo_root() / "notebooks"  # a checkout on sys.path that was never installed
 
 
 def notebook_path(name: str) -> Path:
