@@ -177,3 +177,19 @@ def test_a_container_whose_create_answer_is_lost_is_removed_by_the_sweep():
     lost = client.containers_made[1]  # (the third may not be created at all: the batch stopped)
     assert lost.removed and not client.left(), [c.name for c in client.left()]
     assert lost.name in client.listed[-1]  # found by the sweep
+
+
+# --- wall_ms measures one container, not the harness's queue ------------------------------------
+
+def test_wall_ms_excludes_waiting_for_a_worker_with_more_than_16_containers():
+    # Every wait() answers after 0.6 s: each container's wall time is about that, whatever its
+    # place in the batch (more containers than the batch has workers for creating them).
+    delay_s, n = 0.6, 20
+    client = FakeClient(default=Script(wait_delay_s=delay_s))
+    batch, kwargs = _batch(client)
+    outcomes = batch.run(n, kwargs)
+    assert [o.status for o in outcomes] == ["ok"] * n, [o.error for o in outcomes]
+    walls = sorted(o.wall_ms for o in outcomes)
+    assert walls[0] >= delay_s * 1e3
+    assert walls[-1] - walls[0] < delay_s * 1e3 / 2, walls
+    _all_removed_by_the_batch(client)
