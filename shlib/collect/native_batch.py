@@ -30,7 +30,8 @@ class NativeBatch:
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             start_new_session=True)
             streams = {i: (p.stdout, _Lines()) for i, p in procs.items()}
-            ready = wait_ready(streams, time.monotonic() + self.timeout_s)
+            closed: set[int] = set()
+            ready = wait_ready(streams, time.monotonic() + self.timeout_s, closed)
             go = go_message(len(ready))
             for i in ready:
                 outcomes[i].started_at = _now_iso()
@@ -39,7 +40,9 @@ class NativeBatch:
             go_time = time.monotonic()
             for i, proc in procs.items():
                 out = outcomes[i]
-                if i not in ready:
+                # A probe whose output ended before 'ready' has exited: reported below as crashed with
+                # its exit code and stderr, as ContainerBatch does (it did not time out).
+                if i not in ready and i not in closed:
                     out.fail("timeout", f"the probe was not ready within {self.timeout_s:.0f} s")
                     os.killpg(proc.pid, signal.SIGKILL)
                 try:
