@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,19 @@ def test_a_probe_that_exits_before_ready_is_crashed_with_exit_code_and_stderr(tm
         assert out.status == "crashed", (out.status, out.error)
         assert out.exit_code == 9 and not out.ready
         assert out.error == "probe exited 9 without a result: node: bad option: --no-such-flag"
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def test_started_at_is_the_spawn_like_the_engines_started_at_not_the_go_time(tmp_path):
+    # Node takes 0.5 s to boot here: the process started long before it was told to go.
+    node = fake_node(tmp_path, 'sleep 0.5\necho ready\nread cmd at\n'
+                     'printf \'{"probe": "load", "go_wall_ms": %s, "results": []}\\n\' "$at"\n')
+    outcomes = NativeBatch(node, NO_PROBE, timeout_s=30).run(2, str(tmp_path), ("lodash",))
+    for out in outcomes:
+        assert out.status == "ok", out.error
+        created, started, finished = _ts(out.created_at), _ts(out.started_at), _ts(out.finished_at)
+        assert created <= started < out.payload["go_wall_ms"] / 1e3 and started < finished
+        assert started - created < 0.2, (out.created_at, out.started_at)  # the spawn, not 0.5 s later

@@ -24,17 +24,19 @@ class NativeBatch:
         procs: dict[int, subprocess.Popen[bytes]] = {}
         try:
             for i in range(n):
+                # The spawn: created_at as it begins, started_at once the process runs (the
+                # engine's Created and StartedAt of a container).
                 outcomes[i].t_create = time.monotonic()
                 outcomes[i].created_at = _now_iso()
                 procs[i] = subprocess.Popen([self.node, str(self.probe), probe_argument(lib, modules)],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             start_new_session=True)
+                outcomes[i].started_at = _now_iso()
             streams = {i: (p.stdout, _Lines()) for i, p in procs.items()}
             closed: set[int] = set()
             ready = wait_ready(streams, time.monotonic() + self.timeout_s, closed)
             go = go_message(len(ready))
             for i in ready:
-                outcomes[i].started_at = _now_iso()
                 procs[i].stdin.write(go)  # type: ignore[union-attr]
                 procs[i].stdin.flush()  # type: ignore[union-attr]
             go_time = time.monotonic()
