@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -50,3 +51,26 @@ def test_started_at_is_the_spawn_like_the_engines_started_at_not_the_go_time(tmp
         created, started, finished = _ts(out.created_at), _ts(out.started_at), _ts(out.finished_at)
         assert created <= started < out.payload["go_wall_ms"] / 1e3 and started < finished
         assert started - created < 0.2, (out.created_at, out.started_at)  # the spawn, not 0.5 s later
+
+
+def test_now_iso_reads_the_clock_once_even_across_a_second_boundary(monkeypatch):
+    # A clock that crosses a second while the timestamp is being made: made from one reading, the
+    # timestamp lies within the call; seconds and microseconds from two readings would not.
+    import shlib.collect.native_batch as native_batch
+
+    while not 0.2 < time.time() % 1 < 0.8:  # start mid-second, so the next boundary is ahead
+        time.sleep(0.05)
+    real_gmtime = time.gmtime
+
+    def gmtime_then_next_second(*args):
+        now = real_gmtime(*args)
+        time.sleep(1.001 - time.time() % 1)  # the clock passes the next second before anything else reads it
+        return now
+
+    monkeypatch.setattr(time, "gmtime", gmtime_then_next_second)
+    before = time.time()
+    stamp = native_batch._now_iso()
+    after = time.time()
+    monkeypatch.undo()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
+    assert before - 1e-6 <= _ts(stamp) <= after + 1e-6, (before, stamp, after)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from shlib.collect.probe import Outcome, _Lines, go_message, parse_payload, probe_argument, wait_ready
@@ -69,4 +70,5 @@ class NativeBatch:
 
 
 def _now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e6) % 1_000_000:06d}Z"
+    """Now, UTC, to the microsecond, as the engine writes its timestamps (one reading of the clock)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
