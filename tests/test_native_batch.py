@@ -74,3 +74,14 @@ def test_now_iso_reads_the_clock_once_even_across_a_second_boundary(monkeypatch)
     monkeypatch.undo()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
     assert before - 1e-6 <= _ts(stamp) <= after + 1e-6, (before, stamp, after)
+
+
+def test_a_probe_that_said_ready_is_marked_ready_so_a_hang_after_go_is_the_modules(tmp_path):
+    # As in a container: a probe that booted and then hangs in the load did not fail because of
+    # its runtime (runner.runtime_failed), and sequence-mode rows say why nothing was measured.
+    from shlib.collect.runner import runtime_failed
+
+    node = fake_node(tmp_path, "echo ready\nread cmd at\nsleep 30\n")
+    (out,) = NativeBatch(node, NO_PROBE, timeout_s=1).run(1, str(tmp_path), ("lodash",))
+    assert out.status == "timeout" and out.error == "the probe did not finish within 1 s of go"
+    assert out.ready and not runtime_failed(out)

@@ -38,6 +38,7 @@ class NativeBatch:
             ready = wait_ready(streams, time.monotonic() + self.timeout_s, closed)
             go = go_message(len(ready))
             for i in ready:
+                outcomes[i].ready = True
                 procs[i].stdin.write(go)  # type: ignore[union-attr]
                 procs[i].stdin.flush()  # type: ignore[union-attr]
             go_time = time.monotonic()
