@@ -1,7 +1,8 @@
 """A batch of probe containers through the Docker engine, started together (``shlib.collect.probe``).
 
 A batch is ``n`` fresh containers of one runtime: created and started in a thread pool, released
-at once by the barrier, waited for with a deadline, read and removed whatever happens.
+at once by the barrier, each waited for in a thread of its own with a deadline, read and removed
+whatever happens.
 
 Containers are locked down: no network, read-only root file system and library, every
 capability dropped, no-new-privileges, a non-root user, pids and memory limits.
@@ -155,7 +156,10 @@ class ContainerBatch:
         kwargs = {**kwargs, "labels": {**kwargs.get("labels", {}), "shlib.batch_token": token}}
         stopping = threading.Event()
         futures: list[Any] = []
+        # Creating and removing: at most 16 engine calls at once. Waiting: one thread per container,
+        # so that no container's exit is seen late because its wait queued behind others (wall_ms).
         pool = ThreadPoolExecutor(max_workers=min(n, 16), thread_name_prefix="shlib-batch")
+        waiters = ThreadPoolExecutor(max_workers=n, thread_name_prefix="shlib-wait")
         try:
             def create_and_start(slot: int) -> None:
                 out = outcomes[slot]
@@ -225,7 +229,7 @@ class ContainerBatch:
                     self._kill(c)
                 self._collect(c, out)
 
-            _gather([pool.submit(finish, slot) for slot in list(containers)])
+            _gather([waiters.submit(finish, slot) for slot in list(containers)])
         finally:
             stopping.set()
             with signals_deferred():
@@ -240,6 +244,7 @@ class ContainerBatch:
                 wait_futures(removals, timeout=CLEANUP_S * 3)
                 self._sweep(token)
                 pool.shutdown(wait=False, cancel_futures=True)
+                waiters.shutdown(wait=False, cancel_futures=True)
         return outcomes
 
     def _sweep(self, token: str) -> None:

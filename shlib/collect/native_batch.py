@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from shlib.collect.probe import Outcome, _Lines, go_message, parse_payload, probe_argument, wait_ready
@@ -24,22 +25,28 @@ class NativeBatch:
         procs: dict[int, subprocess.Popen[bytes]] = {}
         try:
             for i in range(n):
+                # The spawn: created_at as it begins, started_at once the process runs (the
+                # engine's Created and StartedAt of a container).
                 outcomes[i].t_create = time.monotonic()
                 outcomes[i].created_at = _now_iso()
                 procs[i] = subprocess.Popen([self.node, str(self.probe), probe_argument(lib, modules)],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             start_new_session=True)
+                outcomes[i].started_at = _now_iso()
             streams = {i: (p.stdout, _Lines()) for i, p in procs.items()}
-            ready = wait_ready(streams, time.monotonic() + self.timeout_s)
+            closed: set[int] = set()
+            ready = wait_ready(streams, time.monotonic() + self.timeout_s, closed)
             go = go_message(len(ready))
             for i in ready:
-                outcomes[i].started_at = _now_iso()
+                outcomes[i].ready = True
                 procs[i].stdin.write(go)  # type: ignore[union-attr]
                 procs[i].stdin.flush()  # type: ignore[union-attr]
             go_time = time.monotonic()
             for i, proc in procs.items():
                 out = outcomes[i]
-                if i not in ready:
+                # A probe whose output ended before 'ready' has exited: reported below as crashed with
+                # its exit code and stderr, as ContainerBatch does (it did not time out).
+                if i not in ready and i not in closed:
                     out.fail("timeout", f"the probe was not ready within {self.timeout_s:.0f} s")
                     os.killpg(proc.pid, signal.SIGKILL)
                 try:
@@ -64,4 +71,5 @@ class NativeBatch:
 
 
 def _now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e6) % 1_000_000:06d}Z"
+    """Now, UTC, to the microsecond, as the engine writes its timestamps (one reading of the clock)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -41,9 +41,9 @@ SCHEMA = pa.schema([
     ("start_skew_ms", pa.float64()),  # this process's go time minus the earliest in its batch
     ("batch_skew_ms", pa.float64()),  # latest minus earliest go time in the batch
     ("wall_ms", pa.float64()),     # harness: container create (or process spawn) to exit
-    ("created_at", pa.timestamp("us", tz="UTC")),   # engine's record (native: spawn time)
-    ("started_at", pa.timestamp("us", tz="UTC")),
-    ("finished_at", pa.timestamp("us", tz="UTC")),
+    ("created_at", pa.timestamp("us", tz="UTC")),   # engine's Created (native: the spawn begins)
+    ("started_at", pa.timestamp("us", tz="UTC")),   # engine's StartedAt (native: the spawned process runs)
+    ("finished_at", pa.timestamp("us", tz="UTC")),  # engine's FinishedAt (native: its exit seen by the harness)
     ("exit_code", pa.int64()),
     ("engine_runtime", pa.string()),  # HostConfig.Runtime as the engine recorded it
 ])
