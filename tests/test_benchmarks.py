@@ -53,7 +53,15 @@ def test_quick_suite_produces_the_table(client, tmp_path):
         for conc in (1, 4, 8, 16):
             assert ("3 throughput", f"trials/s at concurrency {conc}", runtime) in measures
     sections = {r["section"] for r in rows}
-    assert sections == {"1 orchestration", "2 fidelity", "3 throughput", "4 time to answer", "5 analysis"}
+    assert sections == {"1 orchestration", "2 fidelity", "3 throughput", "4 time to answer", "5 analysis",
+                        "6 start-up"}
+    startup = {r["measure"]: r for r in rows if r["section"] == "6 start-up"}
+    for measure in ("start-up to first container create, shlib run (ms)",
+                    "start-up to first container create, docker run (ms)", "start-up ratio shlib run / docker run"):
+        assert measure in startup and startup[measure]["runtime"] == "runc", sorted(startup)
+        assert math.isfinite(float(startup[measure]["value"])) and float(startup[measure]["value"]) > 0
+    ratio = startup["start-up ratio shlib run / docker run"]
+    assert math.isfinite(float(ratio["ci_low"])) and math.isfinite(float(ratio["ci_high"]))
     assert any(m.startswith("coverage of 95% median-ratio intervals, adaptive rule") for _, m, _ in measures)
     assert any(m.startswith("containers, adaptive / fixed") for _, m, _ in measures)
     for r in rows:

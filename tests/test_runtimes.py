@@ -118,3 +118,52 @@ def test_doctor_json_on_this_host(client):
     kata = rts["io.containerd.kata.v2"]
     assert kata["available"] is False and kata["reason"] and "install Kata" in kata["hint"]
     assert report["host"]["cpu_count"] >= 1 and report["host"]["kernel"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the runsc smoke test runs only as root")
+@pytest.mark.parametrize("corrupt", ['{"/opt/x/runsc|1|--platform=kvm": "han', "[1, 2]", "\x00\xff not json"])
+def test_a_corrupt_smoke_cache_is_treated_as_empty_and_rewritten(tmp_path, private_cache, corrupt):
+    import json
+
+    from shlib.paths import cache_dir
+
+    cache = cache_dir() / "runtime-smoke.json"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(corrupt)
+    ok = _script(tmp_path, "runsc", 'echo "runsc version 0.0~20240729.0"\n')
+    assert smoke_runsc(ok, ["--platform=systrap"]) == ""
+    cat = catalog(FakeClient({"runsc-20240729-systrap": {"path": ok, "runtimeArgs": ["--platform=systrap"]}}))
+    assert cat["runsc-20240729-systrap"].available
+    known = json.loads(cache.read_text())
+    assert isinstance(known, dict) and list(known.values()) == [""]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the runsc smoke test runs only as root")
+def test_the_smoke_cache_write_is_atomic(tmp_path, private_cache, monkeypatch):
+    """A write that dies midway (disk full) leaves the old cache whole, and the answer still comes back."""
+    import errno
+    import json
+
+    from shlib.paths import cache_dir
+
+    ok = _script(tmp_path, "runsc", 'echo "runsc version 0.0~20240729.0"\n')
+    assert smoke_runsc(ok, ["--platform=systrap"]) == ""
+    cache = cache_dir() / "runtime-smoke.json"
+    before = cache.read_text()
+
+    def dies_midway(self, data, *args, **kwargs):
+        with open(self, "w") as fh:
+            fh.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    bad = _script(tmp_path, "runsc-bad", "exit 3\n")
+    monkeypatch.setattr(Path, "write_text", dies_midway)
+    try:
+        reason = smoke_runsc(bad, ["--platform=ptrace"])
+    except OSError as exc:
+        reason = f"raised {exc}"
+    monkeypatch.undo()
+    assert cache.read_text() == before
+    assert "exit 3" in reason  # the failed write cost only the caching
+    assert list(json.loads(before).values()) == [""]
+    assert [p.name for p in cache.parent.iterdir()] == ["runtime-smoke.json"]  # no temp file left

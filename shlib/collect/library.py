@@ -2,7 +2,8 @@
 
 Three mount modes, an experimental factor because sandboxes treat mounts and the root
 file system differently:
-  volume  a named Docker volume (the 2020 study's setup), filled once
+  volume  a named Docker volume (the 2020 study's setup), filled once; complete only when
+          its marker file (written last) holds the tree hash, refilled otherwise
   bind    the host's staging directory bind-mounted
   image   baked into an image layer on top of the Node image
 Always read-only inside the probe container, at ``/shlib/lib`` (holding node_modules/).
@@ -31,6 +32,9 @@ from shlib.paths import cache_dir
 from shlib.spec.modules import parse_module
 
 MOUNT_POINT = "/shlib/lib"
+#: Written into a named volume as the last step of its fill; holds the tree hash. Its absence
+#: means the fill did not finish (Docker volume labels are immutable, so a label cannot say so).
+MARKER = ".shlib-complete"
 
 
 @dataclass(frozen=True)
@@ -198,27 +202,79 @@ def library_tar(library: Library) -> bytes:
     return buf.getvalue()
 
 
-def ensure_volume(client: docker.DockerClient, library: Library, image: NodeImage) -> str:
-    """The named volume holding ``library``: reused when its tree hash matches, else filled now."""
-    name = library.volume_name
+def _marker_tar(tree_hash: str) -> bytes:
+    """The completeness marker (holding the tree hash) as a tar, owned by root, world-readable."""
+    data = (tree_hash + "\n").encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(MARKER)
+        info.size, info.mode = len(data), 0o444
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def volume_marker(client: docker.DockerClient, name: str, image: NodeImage) -> str | None:
+    """The tree hash in volume ``name``'s completeness marker, None when it has none.
+
+    Read through the API (a helper container, created but never started, and ``get_archive``),
+    so it works for a remote engine as well as a local one.
+    """
+    helper = client.containers.create(image.tag, ["true"], labels={LABEL: "true"}, network_mode="none",
+                                      volumes={name: {"bind": MOUNT_POINT, "mode": "ro"}})
     try:
-        volume = client.volumes.get(name)
-        if volume.attrs.get("Labels", {}).get("shlib.tree_hash") == library.tree_hash:
-            return name
-        volume.remove(force=True)
+        stream, _ = helper.get_archive(f"{MOUNT_POINT}/{MARKER}")
+        data = b"".join(stream)
     except docker.errors.NotFound:
-        pass
-    client.volumes.create(name, labels={LABEL: "true", "shlib.tree_hash": library.tree_hash, "shlib.filling": "1"})
+        return None
+    finally:
+        helper.remove(force=True)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = tar.next()
+            extracted = tar.extractfile(member) if member is not None and member.isfile() else None
+            return extracted.read().decode(errors="replace").strip() if extracted else None
+    except tarfile.TarError:
+        return None
+
+
+def _fill_volume(client: docker.DockerClient, name: str, library: Library, image: NodeImage) -> None:
+    """Copy the library into the volume, then, as the last step, the marker that says it is complete."""
     helper = client.containers.create(image.tag, ["true"], labels={LABEL: "true"}, network_mode="none",
                                       volumes={name: {"bind": MOUNT_POINT, "mode": "rw"}})
     try:
         if not helper.put_archive(MOUNT_POINT, library_tar(library)):
             raise LibraryError(f"could not copy the library into volume {name}")
-    except BaseException:
+        if not helper.put_archive(MOUNT_POINT, _marker_tar(library.tree_hash)):
+            raise LibraryError(f"could not write the completeness marker into volume {name}")
+    finally:
         helper.remove(force=True)
+
+
+def ensure_volume(client: docker.DockerClient, library: Library, image: NodeImage) -> str:
+    """The named volume holding ``library``, complete: reused when its tree hash label matches and
+    its marker says the fill finished, refilled when the marker is missing or wrong, else made now.
+
+    A fill killed midway leaves the labelled volume without the marker (the marker is written
+    last). It is refilled in place: the label pins the tree hash, so what a killed fill left is
+    a part of the same files, which the copy overwrites; and a volume that others may be
+    reading is never removed for it.
+    """
+    name = library.volume_name
+    try:
+        volume = client.volumes.get(name)
+        if volume.attrs.get("Labels", {}).get("shlib.tree_hash") == library.tree_hash:
+            if volume_marker(client, name, image) != library.tree_hash:
+                _fill_volume(client, name, library, image)
+            return name
+        volume.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    client.volumes.create(name, labels={LABEL: "true", "shlib.tree_hash": library.tree_hash})
+    try:
+        _fill_volume(client, name, library, image)
+    except BaseException:
         client.volumes.get(name).remove(force=True)
         raise
-    helper.remove(force=True)
     return name
 
 

@@ -8,6 +8,7 @@ registered with the Docker engine. gVisor builds are smoke-tested with a bounded
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import docker
 from shlib.errors import RuntimeUnavailable, SpecError
 from shlib.paths import cache_dir
 from shlib.results.schema import runtime_kind
+from shlib.results.store import write_json
 
 if TYPE_CHECKING:
     from shlib.spec.spec import Spec
@@ -36,6 +38,8 @@ GVISOR_HINT = "install runsc (apt-get install runsc, or gVisor's release channel
 HANG_HINT = ("this gVisor platform does not start a sandbox on this host (runsc's kvm platform spins under "
              "nested virtualisation); measure the ptrace or systrap entries instead")
 SMOKE_TIMEOUT_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,6 +80,33 @@ def _smoke_cache() -> Path:
     return cache_dir() / "runtime-smoke.json"
 
 
+def _read_smoke_cache(cache: Path) -> dict[str, str]:
+    """The cached smoke results; a missing, unreadable or corrupt cache is empty (it is only a cache)."""
+    try:
+        known = json.loads(cache.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring the unreadable runsc smoke-test cache %s (%s); it is rewritten", cache, exc)
+        return {}
+    if not isinstance(known, dict):
+        log.warning("ignoring the runsc smoke-test cache %s (not a JSON object); it is rewritten", cache)
+        return {}
+    return {str(k): v for k, v in known.items() if isinstance(v, str)}
+
+
+def _write_smoke_cache(cache: Path, key: str, reason: str) -> None:
+    """Add one result, atomically (temp file + rename: a crash leaves the old cache or the new one).
+
+    The file is read again just before, so results another process cached meanwhile are kept.
+    A cache that cannot be written only costs a smoke test next time.
+    """
+    try:
+        write_json(cache, {**_read_smoke_cache(cache), key: reason})
+    except OSError as exc:
+        log.warning("could not write the runsc smoke-test cache %s (%s)", cache, exc)
+
+
 def smoke_runsc(path: str, args: list[str], timeout_s: float = SMOKE_TIMEOUT_S, recheck: bool = False) -> str:
     """'' when ``runsc <args> do /bin/true`` succeeds in time, else why not. Results are cached."""
     try:
@@ -83,7 +114,7 @@ def smoke_runsc(path: str, args: list[str], timeout_s: float = SMOKE_TIMEOUT_S, 
     except OSError as exc:
         return f"binary {path} missing ({exc.strerror})"
     cache = _smoke_cache()
-    known: dict[str, str] = json.loads(cache.read_text()) if cache.exists() else {}
+    known = _read_smoke_cache(cache)
     if key in known and not recheck:
         return known[key]
     if os.geteuid() != 0:
@@ -97,8 +128,7 @@ def smoke_runsc(path: str, args: list[str], timeout_s: float = SMOKE_TIMEOUT_S, 
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         reason = f"hangs: 'runsc {' '.join(args)} do /bin/true' did not finish in {timeout_s:.0f} s (killed)"
-    known[key] = reason
-    cache.write_text(json.dumps(known, indent=1))
+    _write_smoke_cache(cache, key, reason)
     return reason
 
 
