@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import docker
 import docker.errors
 
+from shlib.collect.cache import add_to_cache, cache_file, read_cache
 from shlib.collect.engine import LABEL
 from shlib.collect.image import NodeImage, add_files
 from shlib.errors import LibraryError
@@ -263,13 +265,21 @@ def ensure_volume(client: docker.DockerClient, library: Library, image: NodeImag
     try:
         volume = client.volumes.get(name)
         if volume.attrs.get("Labels", {}).get("shlib.tree_hash") == library.tree_hash:
-            if volume_marker(client, name, image) != library.tree_hash:
-                _fill_volume(client, name, library, image)
+            # Each volume shlib creates carries a token of its own: once seen complete it is not checked
+            # again at every run's start (a volume made anew under the same name has another token).
+            token = volume.attrs.get("Labels", {}).get("shlib.volume_token")
+            cache = cache_file("volumes-complete.json")
+            if not token or read_cache(cache).get(f"{name}|{token}") != library.tree_hash:
+                if volume_marker(client, name, image) != library.tree_hash:
+                    _fill_volume(client, name, library, image)
+                if token:
+                    add_to_cache(cache, f"{name}|{token}", library.tree_hash)
             return name
         volume.remove(force=True)
     except docker.errors.NotFound:
         pass
-    client.volumes.create(name, labels={LABEL: "true", "shlib.tree_hash": library.tree_hash})
+    client.volumes.create(name, labels={LABEL: "true", "shlib.tree_hash": library.tree_hash,
+                                        "shlib.volume_token": uuid.uuid4().hex})
     try:
         _fill_volume(client, name, library, image)
     except BaseException:

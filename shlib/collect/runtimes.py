@@ -7,8 +7,6 @@ registered with the Docker engine. gVisor builds are smoke-tested with a bounded
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import re
 import shutil
@@ -20,10 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import docker
 
+from shlib.collect.cache import add_to_cache, cache_file, read_cache
 from shlib.errors import RuntimeUnavailable, SpecError
-from shlib.paths import cache_dir
 from shlib.results.schema import runtime_kind
-from shlib.results.store import write_json
 
 if TYPE_CHECKING:
     from shlib.spec.spec import Spec
@@ -39,7 +36,6 @@ HANG_HINT = ("this gVisor platform does not start a sandbox on this host (runsc'
              "nested virtualisation); measure the ptrace or systrap entries instead")
 SMOKE_TIMEOUT_S = 10.0
 
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,45 +62,27 @@ class Runtime:
 
 
 def binary_version(path: str | None) -> str | None:
-    """First line of ``<path> --version``, None when it cannot run."""
-    if not path or not shutil.which(path):
+    """First line of ``<path> --version``, None when it cannot run; cached per binary (path, mtime, size)."""
+    found = shutil.which(path) if path else None
+    if not found:
         return None
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=15)
+        stat = os.stat(found)
+    except OSError:
+        return None
+    key = f"{found}|{stat.st_mtime_ns}|{stat.st_size}"
+    cache = cache_file("binary-versions.json")
+    known = read_cache(cache)
+    if key in known and (known[key] is None or isinstance(known[key], str)):
+        return known[key]
+    try:
+        out = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=15)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else None
-
-
-def _smoke_cache() -> Path:
-    return cache_dir() / "runtime-smoke.json"
-
-
-def _read_smoke_cache(cache: Path) -> dict[str, str]:
-    """The cached smoke results; a missing, unreadable or corrupt cache is empty (it is only a cache)."""
-    try:
-        known = json.loads(cache.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring the unreadable runsc smoke-test cache %s (%s); it is rewritten", cache, exc)
-        return {}
-    if not isinstance(known, dict):
-        log.warning("ignoring the runsc smoke-test cache %s (not a JSON object); it is rewritten", cache)
-        return {}
-    return {str(k): v for k, v in known.items() if isinstance(v, str)}
-
-
-def _write_smoke_cache(cache: Path, key: str, reason: str) -> None:
-    """Add one result, atomically (temp file + rename: a crash leaves the old cache or the new one).
-
-    The file is read again just before, so results another process cached meanwhile are kept.
-    A cache that cannot be written only costs a smoke test next time.
-    """
-    try:
-        write_json(cache, {**_read_smoke_cache(cache), key: reason})
-    except OSError as exc:
-        log.warning("could not write the runsc smoke-test cache %s (%s)", cache, exc)
+    text = (out.stdout or out.stderr).strip()
+    version = text.splitlines()[0] if text else None
+    add_to_cache(cache, key, version)
+    return version
 
 
 def smoke_runsc(path: str, args: list[str], timeout_s: float = SMOKE_TIMEOUT_S, recheck: bool = False) -> str:
@@ -113,9 +91,9 @@ def smoke_runsc(path: str, args: list[str], timeout_s: float = SMOKE_TIMEOUT_S, 
         key = f"{path}|{os.stat(path).st_mtime_ns}|{' '.join(args)}"
     except OSError as exc:
         return f"binary {path} missing ({exc.strerror})"
-    cache = _smoke_cache()
-    known = _read_smoke_cache(cache)
-    if key in known and not recheck:
+    cache = cache_file("runtime-smoke.json")
+    known = read_cache(cache)
+    if isinstance(known.get(key), str) and not recheck:
         return known[key]
     if os.geteuid() != 0:
         return ""  # 'runsc do' needs root; the engine will tell at run time
@@ -128,7 +106,7 @@ def smoke_runsc(path: str, args: list[str], timeout_s: float = SMOKE_TIMEOUT_S, 
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         reason = f"hangs: 'runsc {' '.join(args)} do /bin/true' did not finish in {timeout_s:.0f} s (killed)"
-    _write_smoke_cache(cache, key, reason)
+    add_to_cache(cache, key, reason)
     return reason
 
 
