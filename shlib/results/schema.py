@@ -6,48 +6,67 @@ columns (``shlib.collect.records``); analysis reads them (``shlib.results.store.
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: Version of the results directory (metadata.json + rows); its history is in shlib.results.metadata.
 SCHEMA_VERSION = 2
 
-#: Column -> arrow type. Every row is one module load in one trial (one process).
-SCHEMA = pa.schema([
-    ("run_id", pa.string()),
-    ("batch_id", pa.int64()),      # index of the batch in the run's plan
-    ("trial_id", pa.string()),     # one process: "b00012-s03"
-    ("rep", pa.int64()),           # repetition of the batch's cell
-    ("slot", pa.int64()),          # position of the container in its batch
-    ("runtime", pa.string()),      # catalog name: native, runc, runsc-20240729-systrap, ...
-    ("runtime_kind", pa.string()), # native | runc | crun | gvisor | kata | other
-    ("concurrency", pa.int64()),   # processes loading at once in the batch
-    ("module", pa.string()),
-    ("module_version", pa.string()),
-    ("load_mode", pa.string()),    # isolated (one module per process) | sequence
-    ("position", pa.int64()),      # order of the module within its process
-    ("mount", pa.string()),        # volume | bind | image | host (native)
-    ("cache", pa.string()),        # warm | cold
-    ("node_version", pa.string()),
-    ("image_id", pa.string()),
-    ("load_ms", pa.float64()),     # first require()/import() of the module, NaN unless ok
-    ("status", pa.string()),       # ok | error | timeout | start_failed | crashed | skipped
-    ("error", pa.string()),
-    ("boot_ms", pa.float64()),     # Node's own start-up before the probe ran
-    ("files_loaded", pa.int64()),  # CommonJS files the load added to require.cache
-    ("rss_mb", pa.float64()),      # resident memory of the process after loading
-    ("start_skew_ms", pa.float64()),  # this process's go time minus the earliest in its batch
-    ("batch_skew_ms", pa.float64()),  # latest minus earliest go time in the batch
-    ("wall_ms", pa.float64()),     # harness: container create (or process spawn) to exit
-    ("created_at", pa.timestamp("us", tz="UTC")),   # engine's Created (native: the spawn begins)
-    ("started_at", pa.timestamp("us", tz="UTC")),   # engine's StartedAt (native: the spawned process runs)
-    ("finished_at", pa.timestamp("us", tz="UTC")),  # engine's FinishedAt (native: its exit seen by the harness)
-    ("exit_code", pa.int64()),
-    ("engine_runtime", pa.string()),  # HostConfig.Runtime as the engine recorded it
-])
-COLUMNS = SCHEMA.names
+#: Column -> type (string, int64, float64, timestamp: microseconds, UTC). One row: one module load in one trial.
+COLUMN_TYPES: tuple[tuple[str, str], ...] = (
+    ("run_id", "string"),
+    ("batch_id", "int64"),      # index of the batch in the run's plan
+    ("trial_id", "string"),     # one process: "b00012-s03"
+    ("rep", "int64"),           # repetition of the batch's cell
+    ("slot", "int64"),          # position of the container in its batch
+    ("runtime", "string"),      # catalog name: native, runc, runsc-20240729-systrap, ...
+    ("runtime_kind", "string"), # native | runc | crun | gvisor | kata | other
+    ("concurrency", "int64"),   # processes loading at once in the batch
+    ("module", "string"),
+    ("module_version", "string"),
+    ("load_mode", "string"),    # isolated (one module per process) | sequence
+    ("position", "int64"),      # order of the module within its process
+    ("mount", "string"),        # volume | bind | image | host (native)
+    ("cache", "string"),        # warm | cold
+    ("node_version", "string"),
+    ("image_id", "string"),
+    ("load_ms", "float64"),     # first require()/import() of the module, NaN unless ok
+    ("status", "string"),       # ok | error | timeout | start_failed | crashed | skipped
+    ("error", "string"),
+    ("boot_ms", "float64"),     # Node's own start-up before the probe ran
+    ("files_loaded", "int64"),  # CommonJS files the load added to require.cache
+    ("rss_mb", "float64"),      # resident memory of the process after loading
+    ("start_skew_ms", "float64"),  # this process's go time minus the earliest in its batch
+    ("batch_skew_ms", "float64"),  # latest minus earliest go time in the batch
+    ("wall_ms", "float64"),     # harness: container create (or process spawn) to exit
+    ("created_at", "timestamp"),   # engine's Created (native: the spawn begins)
+    ("started_at", "timestamp"),   # engine's StartedAt (native: the spawned process runs)
+    ("finished_at", "timestamp"),  # engine's FinishedAt (native: its exit seen by the harness)
+    ("exit_code", "int64"),
+    ("engine_runtime", "string"),  # HostConfig.Runtime as the engine recorded it
+)
+COLUMNS = [name for name, _ in COLUMN_TYPES]
+
+
+@functools.cache
+def arrow_schema() -> pa.Schema:
+    """COLUMN_TYPES as an arrow schema (built on first use: pyarrow takes ~0.15 s to import, and the
+    collection path needs it only once its first batch is done)."""
+    import pyarrow as pa
+
+    types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
+             "timestamp": pa.timestamp("us", tz="UTC")}
+    return pa.schema([(name, types[kind]) for name, kind in COLUMN_TYPES])
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SCHEMA":
+        return arrow_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 STATUSES = ("ok", "error", "timeout", "start_failed", "crashed", "skipped")
 RUNTIME_KINDS = ("native", "runc", "crun", "gvisor", "kata", "other")
 
@@ -72,5 +91,7 @@ DONE_STATUSES = frozenset(STATUSES) - {"skipped"}
 
 def to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Rows (dicts with the SCHEMA's keys; missing keys become null) as an arrow table."""
+    import pyarrow as pa
+
     columns = {name: [row.get(name) for row in rows] for name in COLUMNS}
-    return pa.Table.from_pydict(columns, schema=SCHEMA)
+    return pa.Table.from_pydict(columns, schema=arrow_schema())

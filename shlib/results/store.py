@@ -18,15 +18,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from shlib.errors import ResultsError
 from shlib.results.metadata import RunMetadata
-from shlib.results.schema import SCHEMA, to_table
+from shlib.results.schema import arrow_schema, to_table
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -49,6 +47,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_table(path: Path, table: pa.Table) -> None:
+    import pyarrow.parquet as pq  # not needed on the way to the first container
+
     _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
@@ -76,7 +76,10 @@ class ResultsStore:
     def consolidate(self) -> pd.DataFrame:
         """Merge every part into results.parquet (atomically), then drop the parts."""
         frame = load_frame(self.run_dir)
-        write_table(self.run_dir / "results.parquet", pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False))
+        import pyarrow as pa
+
+        write_table(self.run_dir / "results.parquet",
+                    pa.Table.from_pandas(frame, schema=arrow_schema(), preserve_index=False))
         for part in self.parts.glob("batch-*.parquet"):
             part.unlink()
         return frame
@@ -99,13 +102,16 @@ def load_frame(run_dir: Path) -> pd.DataFrame:
     run_dir = Path(run_dir)
     files = [run_dir / "results.parquet"] if (run_dir / "results.parquet").exists() else []
     files += sorted((run_dir / "parts").glob("batch-*.parquet"))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     tables = []
     for file in files:
         try:
-            tables.append(pq.read_table(file, schema=SCHEMA))
+            tables.append(pq.read_table(file, schema=arrow_schema()))
         except (pa.ArrowInvalid, OSError) as exc:
             raise ResultsError(f"{file} cannot be read ({exc}); move it aside to load the rest") from exc
-    frame = frame_of(pa.concat_tables(tables) if tables else SCHEMA.empty_table())
+    frame = frame_of(pa.concat_tables(tables) if tables else arrow_schema().empty_table())
     frame = frame.drop_duplicates(subset=["trial_id", "module", "position"], keep="last")
     return frame.reset_index(drop=True)
 
@@ -117,6 +123,7 @@ CATEGORIES = ("runtime", "runtime_kind", "module", "status", "mount", "cache", "
 def frame_of(table: pa.Table) -> pd.DataFrame:
     """Rows of the schema as pandas with the dtypes analysis expects: strings, nullable ints, categories."""
     import pandas as pd  # ~0.3 s: imported when a frame is read, never on the way to the first container
+    import pyarrow as pa
 
     frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.int64(): pd.Int64Dtype()}.get)
     for name in CATEGORIES:

@@ -29,9 +29,8 @@ a quarter of the time.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
-
-import numpy as np
 
 #: The median's standard error over the mean's for normal data (asymptotic): sqrt(pi / 2).
 MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2)
@@ -49,11 +48,11 @@ def predicted_halfwidth(batch_medians: Sequence[float], confidence: float = 0.95
     """
     from scipy.stats import chi2, t  # only when the rule runs: the collection path starts without scipy
 
-    logs = np.log([v for v in batch_medians if math.isfinite(v) and v > 0])
+    logs = [math.log(v) for v in batch_medians if math.isfinite(v) and v > 0]
     g = len(logs)
     if g < MIN_BATCHES:
         return math.inf
-    sd = float(np.std(logs, ddof=1))
+    sd = statistics.stdev(logs)
     sd_up = sd * math.sqrt((g - 1) / chi2.ppf(1 - spread_bound, g - 1))
     return float(t.ppf(0.5 + confidence / 2, g - 1)) * MEDIAN_SE_FACTOR * sd_up / math.sqrt(g)
 
