@@ -198,9 +198,9 @@ def test_bad_modules_are_recorded_per_module_isolated(engine, fx_library, tmp_pa
     assert set(by[FX_HANGS]["status"]) == {"timeout"}
     assert by[FX_HANGS]["error"].str.contains("did not finish within 4 s of go").all()
     # A hanging module is the module's failure: runc is not skipped (max_consecutive_failures=1).
-    assert "skipped" not in set(frame["status"]) and not read_meta(out)["skipped_runtimes"]
+    assert "skipped" not in set(frame["status"]) and not read_meta(out).skipped_runtimes
     print(f"isolated modules: {time.monotonic() - t0:.1f} s")
-    assert_no_containers(engine, read_meta(out)["run_id"])
+    assert_no_containers(engine, read_meta(out).run_id)
 
 
 @pytest.mark.timeout(240)
@@ -224,7 +224,7 @@ def test_bad_modules_in_sequence_mode(engine, fx_library, tmp_path):
     assert set(frame["status"]) == {"timeout"} and len(frame) == 6
     assert frame["error"].str.contains("in sequence mode a module that does not finish loading stops its whole "
                                        "process").all()
-    assert_no_containers(engine, read_meta(out)["run_id"])
+    assert_no_containers(engine, read_meta(out).run_id)
 
 
 # --- 9. load: 64 containers at once ----------------------------------------------------------------
@@ -243,7 +243,7 @@ def test_64_containers_at_once(engine, fx_library, tmp_path, caplog):
     assert not pool_warnings, pool_warnings[:3]
     print(f"64 containers: {elapsed:.1f} s; load_ms median {frame['load_ms'].median():.1f}, "
           f"batch skew {frame['batch_skew_ms'].iloc[0]:.1f} ms, wall_ms max {frame['wall_ms'].max():.0f}")
-    assert_no_containers(engine, read_meta(out)["run_id"])
+    assert_no_containers(engine, read_meta(out).run_id)
 
 
 # --- 3. interrupts ---------------------------------------------------------------------------------
@@ -261,7 +261,7 @@ def _wait_mid_batch(engine, proc, out: Path, min_parts: int = 1, timeout_s: floa
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"shlib exited early ({proc.returncode}): {proc.stderr.read()[-3000:]}"
         if run_id is None and (out / "metadata.json").exists():
-            run_id = read_meta(out)["run_id"]
+            run_id = read_meta(out).run_id
         if run_id and len(list((out / "parts").glob("batch-*.parquet"))) >= min_parts \
                 and run_containers(engine, run_id):
             return run_id
@@ -296,7 +296,7 @@ def test_interrupt_mid_batch_then_resume(engine, tmp_path, signum):
     assert done.returncode == 0, done.stderr[-3000:]
     frame = assert_complete(out, fields, ["runc"])
     assert kept <= set(frame["trial_id"])
-    assert read_meta(out)["run_id"] == run_id and len(read_meta(out)["resumed_at"]) == 1
+    assert read_meta(out).run_id == run_id and len(read_meta(out).resumed_at) == 1
     assert_no_containers(engine, run_id)
 
 
@@ -312,7 +312,7 @@ def test_kill_9_at_a_random_moment_then_resume(engine, tmp_path):
     proc = start_shlib(["run", str(spec_file), "--out", str(out)])
     try:
         assert wait_for(lambda: (out / "metadata.json").exists() or proc.poll() is not None, 150)
-        run_id = read_meta(out)["run_id"]
+        run_id = read_meta(out).run_id
         time.sleep(delay)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

@@ -28,7 +28,9 @@ FIGURES = {
 def report(tmp_path_factory) -> Path:
     assert (DATASET / "metadata.json").exists(), f"the committed dataset {DATASET} is missing"
     out = tmp_path_factory.mktemp("reports") / "quick"
-    return build_report(DATASET, out, n_resamples=RESAMPLES)
+    with pytest.MonkeyPatch.context() as mp:  # a cache of its own: the report starts with no analysis cached
+        mp.setenv("SHLIB_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return build_report(DATASET, out, n_resamples=RESAMPLES)
 
 
 def run_id() -> str:
@@ -76,6 +78,17 @@ def test_manifest_records_provenance(report):
     assert all(e["status"] == "ok" for e in manifest["notebooks"])
     assert manifest["kernel"] in (notebooks.KERNEL_NAME, "python3")
     assert "papermill" in {v["package"] for v in manifest["versions"]}
+
+
+def test_one_analysis_serves_every_notebook(report):
+    """The report computes the analysis once; the notebooks read it and none computes it again (which would
+    rewrite the cache entry)."""
+    analysis = json.loads((report / MANIFEST).read_text())["analysis"]
+    cached = Path(analysis["cache"])
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]
+    assert cached.stat().st_mtime_ns == analysis["written_ns"]
+    for name in FIGURES:  # and each notebook says which analysis it showed
+        assert analysis["key"] in (report / f"{name}.html").read_text(), name
 
 
 def test_default_directory_is_reports_run_id_and_a_rebuild_replaces_it(tmp_path, monkeypatch):

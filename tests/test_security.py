@@ -215,12 +215,14 @@ def read_only_dir(tmp_path_factory):
 
 
 def _other_run(tmp_path: Path) -> Path:
+    from shlib.results.metadata import RunMetadata
     from shlib.results.store import ResultsStore
     from shlib.spec.spec import make_spec
 
     out = tmp_path / "other-run"
     spec = make_spec({"name": "other", "runtimes": ["runc"], "modules": [FX_OK], "seed": 7})
-    ResultsStore(out).write_metadata({"run_id": "20200101T000000-other-beef", "spec": spec.as_dict()})
+    ResultsStore(out).write_metadata(RunMetadata(run_id="20200101T000000-other-beef", spec=spec.as_dict(),
+                                                 runtime_set=["runc"]))
     return out
 
 

@@ -22,6 +22,8 @@ from shlib.analysis.replication import load_reference, replication
 from shlib.analysis.scaling import concurrency_scaling
 from shlib.analysis.significance import pairwise_tests
 from shlib.analysis.summaries import summarize
+from shlib.analysis.variants import gvisor_comparison, runtime_variants
+from shlib.results.metadata import RunMetadata
 
 TABLES = ("summary", "ratios", "ratio_summary", "tests", "scaling", "replication")
 HEADLINE_STATISTIC = "median"
@@ -50,8 +52,15 @@ class AnalysisResult:
 
 def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int = DEFAULT_SEED,
                   n_resamples: int = DEFAULT_RESAMPLES,
-                  reference: pd.DataFrame | str | Path | None = None) -> AnalysisResult:
-    """Every table of the analysis of a results frame (pure: no files read or written but the reference claims)."""
+                  reference: pd.DataFrame | str | Path | None = None,
+                  metadata: RunMetadata | None = None) -> AnalysisResult:
+    """Every table of the analysis of a results frame (pure: no files read or written but the reference claims).
+
+    ``metadata`` (the run's) describes the runtimes (gVisor build, platform, flags) for the variant
+    contrasts; without it they are described from their names. Tables: summary, ratios, ratio_summary,
+    tests, scaling, replication, variants, gvisor_ratios, gvisor_summary, gvisor_contrasts,
+    gvisor_contrast_cells.
+    """
     work = prepare(df)
     runtimes = sorted(work["runtime"].unique())
     notes: list[str] = []
@@ -92,6 +101,10 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
                                              seed=seed, n_resamples=n_resamples),
         "replication": replication(ratio_table, ref, statistic=HEADLINE_STATISTIC),
     }
+    variants = runtime_variants(metadata, runtimes, df)
+    gvisor = gvisor_comparison(df, variants, seed=seed, n_resamples=n_resamples)
+    tables.update(variants=variants, gvisor_ratios=gvisor["ratios"], gvisor_summary=gvisor["summary"],
+                  gvisor_contrasts=gvisor["contrasts"], gvisor_contrast_cells=gvisor["contrast_cells"])
     ok = work[work["ok"]]
     overview = {"runtimes": runtimes, "n_modules": int(work["module"].nunique()),
                 "concurrency": sorted(int(c) for c in work["concurrency"].unique()), "n_ok": len(ok),

@@ -1,7 +1,8 @@
 """An analysis written to disk: CSV tables, figures (PNG + SVG), the headline and analysis.json.
 
     RUN_DIR/analysis/
-      summary.csv ratios.csv ratio_summary.csv tests.csv scaling.csv replication.csv
+      summary.csv ratios.csv ratio_summary.csv tests.csv scaling.csv replication.csv, and the gVisor
+      variants and contrasts (variants.csv, gvisor_*.csv)
       figures/*.png|svg
       headline.txt           the reading of the result (``shlib.present.readings``)
       analysis.json          provenance: run, baseline, seed, resamples, notes, files
@@ -54,10 +55,10 @@ def analyze_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     run_dir = Path(run_dir)
     frame, meta = load_results(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "analysis"
-    analysis = analyze_frame(frame, baseline=baseline, seed=seed, n_resamples=n_resamples)
+    analysis = analyze_frame(frame, baseline=baseline, seed=seed, n_resamples=n_resamples, metadata=meta)
     result = ExportedAnalysis(analysis, run_dir, out, headline_lines(analysis))
     out.mkdir(parents=True, exist_ok=True)
-    for name in TABLES:
+    for name in [*TABLES, *(n for n in analysis.tables if n not in TABLES)]:
         path = out / f"{name}.csv"
         result.tables[name].to_csv(path, index=False)
         result.files.append(path)

@@ -16,6 +16,8 @@ import pandas as pd
 
 from shlib.analysis.analyze import HEADLINE_STATISTIC, AnalysisResult
 from shlib.analysis.frames import FACTORS
+from shlib.present.analysis_cache import analysis_key
+from shlib.present.params import AnalysisInputs
 from shlib.present.tables import interval_text, ratio_overview
 
 
@@ -56,14 +58,15 @@ def next_step_markdown(run_dir: str | Path) -> str:
             f"or build the whole report: `.venv/bin/shlib report {run_dir}`.")
 
 
-def inputs_markdown(inputs: Any) -> str:
+def inputs_markdown(inputs: AnalysisInputs) -> str:
     """One paragraph on what an analysis notebook is about to analyse (run, status, runtimes, baseline)."""
     frame = inputs.frame
     text = (f"Analysing run **{inputs.run_id}** (status *{inputs.metadata.status}*) from `{inputs.run_dir}`: "
             f"{frame['runtime'].nunique()} runtimes ({', '.join(f'`{r}`' for r in inputs.runtimes)}), "
             f"{frame['module'].nunique()} modules, concurrency "
             f"{', '.join(map(str, sorted(frame['concurrency'].dropna().unique())))}; baseline `{inputs.baseline}`; "
-            f"bootstrap seed {inputs.seed}, {inputs.n_resamples} resamples.")
+            f"bootstrap seed {inputs.seed}, {inputs.n_resamples} resamples; analysis `{analysis_key(inputs)}` "
+            "(computed once per run and parameters, then read from shlib's cache).")
     return text + ("\n\n" + notes_markdown(inputs.notes) if inputs.notes else "")
 
 

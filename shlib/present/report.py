@@ -6,7 +6,8 @@
       03-concurrency.ipynb  .html
       04-gvisor-generations.ipynb  .html
       figures/<notebook>/*.png|svg    every figure, as files
-      report.json                     provenance: run, parameters, kernel, versions, status of each notebook
+      report.json                     provenance: run, parameters, kernel, versions, status of each notebook,
+                                      the analysis (computed once, read by every notebook from shlib's cache)
 
 Parameters are checked (``shlib.present.params``) before any kernel starts, so a bad run directory or
 baseline fails at once; a notebook that fails while running still leaves its executed copy and HTML
@@ -32,6 +33,7 @@ from shlib.analysis.defaults import DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT
 from shlib.errors import ShlibError
 from shlib.paths import reports_dir
 from shlib.present import notebooks, params, tables
+from shlib.present.analysis_cache import analysis_key, analysis_of, cache_path
 from shlib.results.store import write_json
 
 #: Marks a directory written by build_report (it may then be rewritten).
@@ -56,13 +58,18 @@ def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     report_dir = Path(out_dir) if out_dir is not None else reports_dir() / inputs.run_id
     _claim(report_dir)
     kernel = kernel_name or notebooks.kernel_for_this_environment(register=True)
+    started = time.monotonic()
+    analysis_of(inputs)  # once: every notebook reads it from the cache (analysis_cache)
+    cached = cache_path(inputs)
+    analysis = {"key": analysis_key(inputs), "cache": str(cached), "written_ns": cached.stat().st_mtime_ns,
+                "seconds": round(time.monotonic() - started, 1)}
     entries = []
     for name in names:
         entries.append(_run_one(name, report_dir, inputs, baseline, list(runtimes), kernel, timeout_s))
     manifest = {
         "shlib_version": __version__, "built_at": dt.datetime.now(dt.UTC).isoformat(),
         "run_dir": str(inputs.run_dir), "run_id": inputs.run_id, "run_status": inputs.metadata.status,
-        "baseline_asked": baseline, "baseline": inputs.baseline, "kernel": kernel,
+        "baseline_asked": baseline, "baseline": inputs.baseline, "kernel": kernel, "analysis": analysis,
         "notebooks": entries, "versions": tables.versions().to_dict("records"),
     }
     write_json(report_dir / MANIFEST, manifest)
