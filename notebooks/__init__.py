@@ -1,0 +1,1 @@
+"""The parametrized notebooks, shipped inside the package as ``shlib.notebooks`` (see pyproject.toml)."""
