@@ -180,6 +180,17 @@ def test_help_notebook_explains_every_parameter(name, help_texts):
         assert " ".join(help_text.split()) in text, f"{name}: --help-notebook does not explain {param}"
 
 
+@pytest.mark.parametrize("name", ANALYSIS)
+def test_analysis_notebook_defaults_are_the_packages_defaults(name):
+    """papermill needs literals in the parameters cell: they must equal shlib.analysis.defaults (one source)."""
+    from shlib.analysis import defaults
+
+    inspected = notebooks.parameters_of(notebooks.notebook_path(name))
+    assert ast.literal_eval(inspected["seed"]["default"]) == defaults.DEFAULT_SEED
+    assert ast.literal_eval(inspected["n_resamples"]["default"]) == defaults.DEFAULT_RESAMPLES
+    assert ast.literal_eval(inspected["baseline"]["default"]) == defaults.DEFAULT_BASELINE
+
+
 def test_kernel_falls_back_to_this_interpreter(monkeypatch):
     """Without a 'shlib' kernelspec, the kernel chosen still runs this Python."""
     from jupyter_client import kernelspec
