@@ -27,8 +27,14 @@ def test_every_subpackage_is_in_the_package_list():
 def installed(tmp_path_factory) -> Path:
     """shlib built as a wheel from this checkout and installed (no dependencies) into a folder of its own."""
     where = tmp_path_factory.mktemp("installed")
+    source = where / "source"  # a copy: building in place would leave build/ and *.egg-info in the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "shlib", "notebooks"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                            if (ROOT / name).is_dir() else {}))
     wheels = where / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT), "-w", str(wheels)],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source), "-w", str(wheels)],
                    check=True, capture_output=True, timeout=600)
     target = where / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
