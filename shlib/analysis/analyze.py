@@ -50,8 +50,12 @@ class AnalysisResult:
 
 def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int = DEFAULT_SEED,
                   n_resamples: int = DEFAULT_RESAMPLES,
-                  reference: pd.DataFrame | str | Path | None = None) -> AnalysisResult:
-    """Every table of the analysis of a results frame (pure: no files read or written but the reference claims)."""
+                  reference: pd.DataFrame | str | Path | None = None, cores: int | None = None) -> AnalysisResult:
+    """Every table of the analysis of a results frame (pure: no files read or written but the reference claims).
+
+    ``cores``: the host's CPU count (metadata ``host.cpu_count``); cells with more loads at once are
+    marked CPU oversubscribed and set aside by the replication verdicts. None: not checked (and said).
+    """
     work = prepare(df)
     runtimes = sorted(work["runtime"].unique())
     notes: list[str] = []
@@ -90,7 +94,7 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
         "tests": pairwise_tests(work),
         "scaling": concurrency_scaling(work, baseline=used or runtimes[0], ratio_table=main if used else None,
                                              seed=seed, n_resamples=n_resamples),
-        "replication": replication(ratio_table, ref, statistic=HEADLINE_STATISTIC),
+        "replication": replication(ratio_table, ref, statistic=HEADLINE_STATISTIC, cores=cores),
     }
     ok = work[work["ok"]]
     overview = {"runtimes": runtimes, "n_modules": int(work["module"].nunique()),

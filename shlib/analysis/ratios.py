@@ -38,7 +38,8 @@ def ratios(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int = DEFAU
     Two statistics per cell (tidy: one row each): ``median`` (ratio of medians) and ``gmean``
     (ratio of geometric means). Batches are resampled whole within each runtime (see module doc).
     Columns: runtime, runtime_kind, baseline, baseline_kind, module, concurrency, [factors], statistic,
-    ratio, ci_low, ci_high, ci_method (bca | percentile | none), confidence, n, n_baseline, n_batches,
+    ratio, ci_low, ci_high, ci_method (bca | percentile | none), df (Welch-Satterthwaite degrees of freedom of the
+    interval's t quantiles), confidence, n, n_baseline, n_batches,
     n_batches_baseline, clustered, batches_span_modules, n_resamples, seed, note.
     Raises AnalysisError when the baseline is absent (naming the runtimes present).
     """
@@ -117,6 +118,7 @@ def ratios_against(df: pd.DataFrame, baselines: Sequence[str], seed: int = DEFAU
                 boots = {"median": med_r / med_b, "gmean": np.exp(lm_r - lm_b)}
                 jacks = {"median": [jmed_r / base.median(), group.median() / jmed_b],
                          "gmean": [np.exp(jlm_r - base.log_mean()), np.exp(group.log_mean() - jlm_b)]}
+            df = welch_df(jlm_r, jlm_b)
             for statistic in STATISTICS:
                 theta = estimates[statistic]
                 if not np.isfinite(theta):
@@ -124,12 +126,11 @@ def ratios_against(df: pd.DataFrame, baselines: Sequence[str], seed: int = DEFAU
                                     "ci_high": math.nan, "ci_method": "none",
                                     "note": "undefined: a load_ms <= 0 (geometric mean) or a zero baseline median"})
                     continue
-                low, high, method, note = interval(theta, boots[statistic], jacks[statistic], confidence,
-                                                    df=welch_df(jlm_r, jlm_b))
+                low, high, method, note = interval(theta, boots[statistic], jacks[statistic], confidence, df=df)
                 records.append({**common, "statistic": statistic, "ratio": theta, "ci_low": low, "ci_high": high,
-                                "ci_method": method, "note": "; ".join(x for x in (note, few) if x)})
+                                "ci_method": method, "df": df, "note": "; ".join(x for x in (note, few) if x)})
     columns = ["runtime", "runtime_kind", "baseline", "baseline_kind", *keys, "statistic", "ratio", "ci_low",
-               "ci_high", "ci_method", "confidence", "n", "n_baseline", "n_batches", "n_batches_baseline",
+               "ci_high", "ci_method", "df", "confidence", "n", "n_baseline", "n_batches", "n_batches_baseline",
                "clustered", "batches_span_modules", "n_resamples", "seed", "note"]
     return pd.DataFrame.from_records(records, columns=columns)
 

@@ -178,11 +178,18 @@ def headline_lines(result: AnalysisResult) -> list[str]:
     if "gvisor" not in facts["kinds"]:
         lines.append("No gVisor runtime in this run: the study's gVisor claims are not measured.")
     for _, row in tables["replication"].iterrows():
-        if row["verdict"].startswith("not measured"):
-            lines.append(f"Claim '{row['claim']}': {row['verdict']}.")
-        else:
-            lines.append(f"Claim '{row['claim']}': {row['runtime']} / {row['baseline']} {row['statistic']} cell ratio "
-                         f"{row['estimate']:.2f}x [{row['ci_low']:.2f}, {row['ci_high']:.2f}] vs claimed "
-                         f"{row['claimed_value']:g}x -> {row['verdict']}"
-                         + (f" ({row['note']})." if isinstance(row["note"], str) and row["note"] else "."))
+        lines.append(replication_line(row))
     return lines
+
+
+def replication_line(row: Any) -> str:
+    """One replication verdict in words: the claim, the pair, the verdict and its reason (with its interval)."""
+    if str(row["verdict"]).startswith("not measured"):
+        return f"Claim '{row['claim']}': {row['verdict']} ({row['reason']})."
+    text = (f"Claim '{row['claim']}': {row['runtime']} / {row['baseline']} -> {str(row['verdict']).upper()}: "
+            f"{row['reason']}.")
+    if np.isfinite(float(row.get("gmean_ratio", math.nan))):
+        text += (f" Geometric mean over modules at {int(row['gmean_concurrency'])} container(s): "
+                 f"{interval_text(row['gmean_ratio'], row['gmean_ci_low'], row['gmean_ci_high'])}.")
+    note = row.get("note")
+    return text + (f" ({note})" if isinstance(note, str) and note else "")
