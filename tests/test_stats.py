@@ -414,3 +414,36 @@ def test_one_unresolved_cell_does_not_make_a_max_claim_agree():
     row = replication(_cells(spec)).set_index("claim_id").loc["KY2020-gvisor-docker-max"]
     assert row["verdict"] == "inconclusive", row["verdict"]
     assert "react" in row["reason"] and "8" in row["reason"]
+
+
+def _timeout_frame(n_timeouts: int) -> pd.DataFrame:
+    frame = simulate_results(Scenario(speeds={"runc": 1.0, "runsc": 3.0}, modules={"m": 50.0},
+                                      trials_per_group=20, sigma=0.2), seed=5)
+    slow = frame.index[frame["runtime"] == "runsc"]
+    slowest = frame.loc[slow, "load_ms"].sort_values().index[20 - n_timeouts:]
+    frame["status"] = frame["status"].astype(str)
+    frame.loc[slowest, "status"] = "timeout"
+    frame.loc[slowest, "load_ms"] = np.nan
+    return frame
+
+
+def test_timeouts_are_counted_and_censored_not_dropped():
+    """Issue 11, flaw 3: timed-out trials vanished from the ratio (no count, no note), which biases the
+    ratio of the slow runtime toward 1. Fails on the old code (the ratio used only the ok trials)."""
+    frame = _timeout_frame(6)
+    row = ratios(frame, n_resamples=500, deadline_ms=1000.0).set_index("statistic").loc["median"]
+    runsc = frame[frame.runtime == "runsc"]["load_ms"].fillna(1000.0)
+    runc = frame[frame.runtime == "runc"]["load_ms"]
+    assert row["ratio"] == pytest.approx(np.median(runsc) / np.median(runc))
+    assert row["ratio"] > np.median(runsc[runsc < 1000.0]) / np.median(runc)  # the dropped-timeouts bias
+    assert row["n_failed"] == 6 and row["n_failed_baseline"] == 0 and row["n_censored"] == 6
+    assert row["failed_by_status"] == "timeout: 6" and "failure rates differ" in row["note"]
+    assert row["ci_low"] <= row["ratio"] <= row["ci_high"]
+    gmean = ratios(frame, n_resamples=500, deadline_ms=1000.0).set_index("statistic").loc["gmean"]
+    assert math.isnan(gmean["ratio"]) and "censored" in gmean["note"]
+
+
+def test_half_or_more_timeouts_leave_no_ratio_and_say_why():
+    row = ratios(_timeout_frame(10), n_resamples=500).set_index("statistic").loc["median"]
+    assert math.isnan(row["ratio"]) and "10 of 20 trials timed out (half or more)" in row["note"]
+    assert row["n_failed"] == 10

@@ -50,11 +50,14 @@ class AnalysisResult:
 
 def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int = DEFAULT_SEED,
                   n_resamples: int = DEFAULT_RESAMPLES,
-                  reference: pd.DataFrame | str | Path | None = None, cores: int | None = None) -> AnalysisResult:
+                  reference: pd.DataFrame | str | Path | None = None, cores: int | None = None,
+                  deadline_ms: float | None = None) -> AnalysisResult:
     """Every table of the analysis of a results frame (pure: no files read or written but the reference claims).
 
     ``cores``: the host's CPU count (metadata ``host.cpu_count``); cells with more loads at once are
     marked CPU oversubscribed and set aside by the replication verdicts. None: not checked (and said).
+    ``deadline_ms``: the run's trial timeout (metadata ``spec.timeout_s`` x 1000), where timeouts are
+    censored in the medians; None: +inf.
     """
     work = prepare(df)
     runtimes = sorted(work["runtime"].unique())
@@ -79,7 +82,7 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
                 baselines.append(runtime)
                 numerators[runtime] = wanted
     if baselines:
-        ratio_table = ratios_against(work, baselines, seed=seed, n_resamples=n_resamples)
+        ratio_table = ratios_against(work, baselines, seed=seed, n_resamples=n_resamples, deadline_ms=deadline_ms)
         wanted_rows = np.array([kind in numerators.get(base, ()) for base, kind in
                                 zip(ratio_table["baseline"], ratio_table["runtime_kind"], strict=True)], dtype=bool)
         keep = (ratio_table["baseline"] == used).to_numpy() | wanted_rows
@@ -106,8 +109,10 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
 
 def _empty_ratios(work: pd.DataFrame) -> pd.DataFrame:
     columns = ["runtime", "runtime_kind", "baseline", "baseline_kind", *cell_keys(work), "statistic", "ratio",
-               "ci_low", "ci_high", "ci_method", "confidence", "n", "n_baseline", "n_batches", "n_batches_baseline",
-               "clustered", "batches_span_modules", "n_resamples", "seed", "note"]
+               "ci_low", "ci_high", "ci_method", "df", "confidence", "n", "n_baseline", "n_batches",
+               "n_batches_baseline", "clustered", "batches_span_modules", "n_failed", "n_failed_baseline",
+               "failed_by_status", "failed_by_status_baseline", "n_censored", "n_censored_baseline", "n_resamples",
+               "seed", "note"]
     return pd.DataFrame(columns=columns)
 
 

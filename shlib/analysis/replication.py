@@ -214,7 +214,7 @@ def judge(claim: dict, rows: pd.DataFrame, cores: int | None = None, confidence:
     out.update(ci_low=low, ci_high=high, ci_method=f"simultaneous over {len(rows)} cells "
                f"(Bonferroni over the {k} that can be the {'max' if take_max else 'min'})")
     span = f"{what} cell ratio {ratio[i_est]:.2f}x, simultaneous interval [{low:.2f}, {high:.2f}] "
-    span += f" over {len(rows)} cells"
+    span += f"over {len(rows)} cells"
     cell_low, cell_high = rows.iloc[i_low], rows.iloc[i_high]
     if high < v_low:
         decider = cell_high if take_max else cell_low
