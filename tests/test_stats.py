@@ -447,3 +447,31 @@ def test_half_or_more_timeouts_leave_no_ratio_and_say_why():
     row = ratios(_timeout_frame(10), n_resamples=500).set_index("statistic").loc["median"]
     assert math.isnan(row["ratio"]) and "10 of 20 trials timed out (half or more)" in row["note"]
     assert row["n_failed"] == 10
+
+
+def test_batch_tests_are_one_family_against_the_baseline():
+    """Issue 11, flaw 2: Holm over every pair of 7 runtimes in every cell (252 tests) left an 8.5x
+    [6.6, 11.4] difference 'not significant' with 6 vs 6 trials. The family is each runtime against the
+    baseline per concurrency level, over modules, tested on batches: fails on the old code (no such rows)."""
+    speeds = {"runc": 1.0, "crun": 1.0, "native": 0.9, "runsc-a": 8.5, "runsc-b": 6.0, "runsc-c": 4.0, "runsc-d": 3.0}
+    frame = simulate_results(Scenario(speeds=speeds, concurrency=(1, 2), trials_per_group=6, sigma=0.25,
+                                      batch_sd=0.2), seed=3)
+    from shlib.analysis.analyze import analyze_frame
+
+    tests = analyze_frame(frame, n_resamples=500).tables["tests"]
+    assert len(tests) == 6 * 2 and set(tests["baseline"]) == {"runc"}
+    slow = tests[tests["runtime"].str.startswith("runsc")]
+    assert slow["significant"].all(), slow[["runtime", "concurrency", "p_value", "p_holm"]]
+    assert (slow["ci_low"] > 1).all() and (tests["n_modules"] == 3).all()
+    assert not tests.loc[tests["runtime"] == "crun", "significant"].any()
+    assert (tests["strata"] == "module x repetition").all()
+
+
+def test_batch_test_permutes_whole_batches():
+    # one module, 3 repetitions of one batch each: 2^3 = 8 rearrangements, so p >= 2/8 whatever the data
+    frame = simulate_results(Scenario(speeds={"runc": 1.0, "runsc": 50.0}, modules={"m": 10.0}, concurrency=(4,),
+                                      trials_per_group=12, sigma=0.1), seed=1)
+    from shlib.analysis.significance import baseline_tests
+
+    row = baseline_tests(frame, "runc", n_permutations=2000).iloc[0]
+    assert row["n_batches"] == 3 and row["p_value"] >= 0.2 and "8 distinct rearrangements" in row["note"]

@@ -20,7 +20,7 @@ from shlib.analysis.frames import cell_keys, prepare
 from shlib.analysis.ratios import ratios_against, summary_across_modules
 from shlib.analysis.replication import load_reference, replication
 from shlib.analysis.scaling import concurrency_scaling
-from shlib.analysis.significance import pairwise_tests
+from shlib.analysis.significance import baseline_tests
 from shlib.analysis.summaries import summarize
 
 TABLES = ("summary", "ratios", "ratio_summary", "tests", "scaling", "replication")
@@ -90,11 +90,12 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
     else:
         ratio_table = _empty_ratios(work)
     main = ratio_table[ratio_table["baseline"] == used] if used else ratio_table
+    ratio_summary = summary_across_modules(ratio_table)
     tables = {
         "summary": summary,
         "ratios": ratio_table,
-        "ratio_summary": summary_across_modules(ratio_table),
-        "tests": pairwise_tests(work),
+        "ratio_summary": ratio_summary,
+        "tests": baseline_tests(work, used, ratio_summary, seed=seed) if used else baseline_tests(work.iloc[0:0], ""),
         "scaling": concurrency_scaling(work, baseline=used or runtimes[0], ratio_table=main if used else None,
                                              seed=seed, n_resamples=n_resamples),
         "replication": replication(ratio_table, ref, statistic=HEADLINE_STATISTIC, cores=cores),

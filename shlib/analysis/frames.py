@@ -47,6 +47,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         if name in df.columns:
             col = df[name].astype(object)
             work[name] = col.where(col.notna(), "NA").astype(str).to_numpy()
+    if "rep" in df.columns:  # the repetition a batch belongs to: batch tests permute within it
+        work["rep"] = pd.to_numeric(df["rep"], errors="coerce").fillna(-1).astype("int64").to_numpy()
     work["ok"] = (work["status"] == "ok").to_numpy() & np.isfinite(work["load_ms"].to_numpy())
     if "batch_id" in df.columns:
         batch = pd.to_numeric(df["batch_id"], errors="coerce").to_numpy(dtype="float64")
