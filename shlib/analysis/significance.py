@@ -92,8 +92,9 @@ def baseline_tests(df: pd.DataFrame, baseline: str, ratio_summary: pd.DataFrame 
     module and repetition (``rep``) when both runtimes have batches in every such stratum, else the
     module. The runner visits the cells of each repetition in a fresh random order (``shlib.spec.plan``),
     so shuffling within repetitions is the randomization test of the design, and it pairs batches run
-    close in time (drift cancels). p = (1 + #{|T*| >= |T|}) / (1 + n_permutations), seeded. Holm's correction runs over this
-    family only (runtimes x concurrency levels x factors), not over every pair of runtimes in every cell.
+    close in time (drift cancels). p = (1 + #{|T*| >= |T|}) / (1 + n_permutations), seeded. Holm's
+    correction runs over this family only (runtimes x concurrency levels x factors), not over every pair
+    of runtimes in every cell.
     The effect size beside each p-value is the ratio a reader should quote: the geometric mean over
     modules of the ratio of medians with its interval (from ``ratio_summary`` when given).
     Columns: runtime, baseline, concurrency, [factors], n_modules, n_batches, n_batches_baseline, strata,
