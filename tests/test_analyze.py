@@ -39,7 +39,8 @@ def test_every_table_is_written_with_its_columns(full):
         "ratio_summary": ["runtime", "baseline", "concurrency", "gmean_ratio", "ci_low", "ci_high", "n_modules"],
         "tests": ["runtime", "baseline", "concurrency", "p_value", "p_holm", "significant", "ratio", "ci_low"],
         "scaling": ["runtime", "module", "slope_ms_per_container", "pct_per_container", "ratio_pct_per_container"],
-        "replication": ["claim_id", "runtime", "estimate", "ci_low", "ci_high", "verdict"],
+        "growth": ["runtime", "concurrency", "from_concurrency", "ratio", "ci_low", "ci_high"],
+        "replication": ["claim_id", "runtime", "estimate", "ci_low", "ci_high", "verdict", "reason"],
     }
     for name in TABLES:
         table = pd.read_csv(out / f"{name}.csv")

@@ -475,3 +475,42 @@ def test_batch_test_permutes_whole_batches():
 
     row = baseline_tests(frame, "runc", n_permutations=2000).iloc[0]
     assert row["n_batches"] == 3 and row["p_value"] >= 0.2 and "8 distinct rearrangements" in row["note"]
+
+
+def _trend_rows(values: list[tuple[int, float, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"runtime": "runsc", "baseline": "runc", "module": "m", "statistic": "median",
+                          "concurrency": c, "ratio": r, "ci_low": lo, "ci_high": hi} for c, r, lo, hi in values])
+
+
+def test_a_ratio_trend_that_does_not_fit_is_not_reported_as_a_slope():
+    """Issue 11, flaw 5: a drop from 1 to 4 containers and a plateau after it was reported as one
+    percent-per-container slope with an interval that took the cell variances as known. Fails on the
+    old code (it gave a slope and no lack-of-fit statistic)."""
+    from shlib.analysis.scaling import _ratio_trend
+
+    notes: list[str] = []
+    bent = _ratio_trend(_trend_rows([(1, 8.0, 7.0, 9.1), (2, 5.0, 4.4, 5.7), (4, 3.0, 2.7, 3.4), (8, 3.0, 2.7, 3.4)]),
+                        {"runtime": "runsc", "module": "m"}, [], "median", 1.96, notes)
+    assert math.isnan(bent["ratio_pct_per_container"]) and bent["ratio_trend_p"] < 0.05
+    assert bent["ratio_trend_fits"] is False and "does not fit" in notes[-1]
+    assert bent["ratio_by_level"].startswith("1: 8.00x [7.00, 9.10]; 2: 5.00x")
+    assert (bent["ratio_at_max_ci_low"], bent["ratio_at_max_ci_high"]) == (2.7, 3.4)
+    notes = []
+    line = _ratio_trend(_trend_rows([(c, 8.0 * 0.9 ** (c - 1), 7.0 * 0.9 ** (c - 1), 9.1 * 0.9 ** (c - 1))
+                                     for c in (1, 2, 4, 8)]), {"runtime": "runsc", "module": "m"}, [], "median",
+                        1.96, notes)
+    assert line["ratio_trend_fits"] and line["ratio_pct_per_container"] == pytest.approx(-10.0)
+    assert line["ratio_pct_ci_low"] < -10.0 < line["ratio_pct_ci_high"]
+
+
+def test_load_time_growth_has_intervals():
+    from shlib.analysis.scaling import load_time_growth
+
+    scenario = Scenario(speeds={"runc": 1.0, "runsc": 3.0}, concurrency=(1, 4), trials_per_group=24, sigma=0.2,
+                        contention={"runc": 0.2})
+    table = load_time_growth(scenario.frame(seed=2), n_resamples=500)
+    runc = table[table["runtime"] == "runc"].iloc[0]
+    assert runc["concurrency"] == 4 and runc["from_concurrency"] == 1 and runc["n_modules"] == 3
+    assert runc["ci_low"] < math.exp(0.2 * 3) < runc["ci_high"]
+    runsc = table[table["runtime"] == "runsc"].iloc[0]
+    assert runsc["ci_low"] < 1.0 < runsc["ci_high"]

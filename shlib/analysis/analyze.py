@@ -19,11 +19,11 @@ from shlib.analysis.defaults import DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT
 from shlib.analysis.frames import cell_keys, prepare
 from shlib.analysis.ratios import ratios_against, summary_across_modules
 from shlib.analysis.replication import load_reference, replication
-from shlib.analysis.scaling import concurrency_scaling
+from shlib.analysis.scaling import concurrency_scaling, load_time_growth
 from shlib.analysis.significance import baseline_tests
 from shlib.analysis.summaries import summarize
 
-TABLES = ("summary", "ratios", "ratio_summary", "tests", "scaling", "replication")
+TABLES = ("summary", "ratios", "ratio_summary", "tests", "scaling", "growth", "replication")
 HEADLINE_STATISTIC = "median"
 
 
@@ -71,7 +71,7 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
         notes += fallback_notes
     ref = reference if isinstance(reference, pd.DataFrame) else load_reference(reference)
 
-    summary = summarize(work)
+    summary = summarize(work, seed=seed, n_resamples=n_resamples)
     baselines = [used] if used else []
     kinds = work.groupby("runtime")["runtime_kind"].first()
     numerators: dict[str, set[str]] = {}
@@ -98,6 +98,7 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
         "tests": baseline_tests(work, used, ratio_summary, seed=seed) if used else baseline_tests(work.iloc[0:0], ""),
         "scaling": concurrency_scaling(work, baseline=used or runtimes[0], ratio_table=main if used else None,
                                              seed=seed, n_resamples=n_resamples),
+        "growth": load_time_growth(work, seed=seed, n_resamples=n_resamples),
         "replication": replication(ratio_table, ref, statistic=HEADLINE_STATISTIC, cores=cores),
     }
     ok = work[work["ok"]]
