@@ -131,3 +131,27 @@ def test_bad_inputs_raise_shlib_errors(tmp_path):
     run = make_run(tmp_path, speeds={"runsc": 3.0, "kata-sim": 1.0})
     with pytest.raises(AnalysisError, match="runtimes present: kata-sim, runsc"):
         analyze_run(run, baseline="runc", figures=False)
+
+
+def test_every_sentence_a_reading_produces_carries_its_interval(tmp_path):
+    """Issue 11, flaws 6 and 7: a ratio, a percentage or a verdict in words comes with its interval (or
+    says it has none), and cells with more loads than cores are labelled. The old readings gave the
+    percent-per-container change and a replication estimate without one: fails on the old code."""
+    import re
+
+    from shlib.analysis.analyze import analyze_frame
+    from shlib.present import readings
+
+    frame = simulate_results(Scenario(speeds={"runc": 1.0, "runsc-a": 6.0, "runsc-b": 3.0}, concurrency=(1, 2, 4),
+                                      trials_per_group=12, batch_sd=0.1, contention={"runc": 0.3}), seed=4)
+    result = analyze_frame(frame, n_resamples=RESAMPLES, cores=2)
+    lines = readings.headline_lines(result)
+    lines += readings.concurrency_reading(result.ratio_summary, result.scaling, result.baseline,
+                                          growth=result.growth).split("\n")
+    quantity = re.compile(r"\d+\.\d+x|[+-]?\d+\.\d+%")
+    interval = re.compile(r"\[[+-]?\d+(\.\d+)?[x%]?, [+-]?\d+(\.\d+)?[x%]?\]|\(no interval\)")
+    said = [re.sub(r"'[^']*'", "", line) for line in lines]  # the claims quoted from the paper are not estimates
+    # every estimate outside brackets is followed by its own interval
+    bare = [line for line in said if len(quantity.findall(interval.sub("", line))) > len(interval.findall(line))]
+    assert not bare, bare
+    assert any("CPU oversubscribed" in line and "4" in line for line in lines), lines

@@ -250,6 +250,8 @@ def test_summary_across_modules_is_a_geometric_mean():
     assert row["gmean_ratio"] == pytest.approx(4.0)  # not the arithmetic 5.0
     assert row["ci_low"] < 4.0 < row["ci_high"] and row["n_modules"] == 2
     assert row["min_module_ratio"] == pytest.approx(2.0) and row["max_module_ratio"] == pytest.approx(8.0)
+    ends = (row["min_module"], row["min_module_ci_low"], row["max_module"], row["max_module_ci_high"])
+    assert ends == ("a", 1.8, "b", 9.0)
     correlated = summary_across_modules(_table({"a": (2.0, 1.8, 2.2), "b": (8.0, 7.0, 9.0)}, spans=True))
     assert correlated.iloc[0]["ci_high"] > row["ci_high"] and "conservative" in correlated.iloc[0]["ci_method"]
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from shlib.analysis.defaults import DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT_SEED, resolve_baseline
-from shlib.analysis.frames import cell_keys, prepare
+from shlib.analysis.frames import cell_keys, mark_oversubscribed, prepare
 from shlib.analysis.ratios import ratios_against, summary_across_modules
 from shlib.analysis.replication import load_reference, replication
 from shlib.analysis.scaling import concurrency_scaling, load_time_growth
@@ -101,10 +101,20 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
         "growth": load_time_growth(work, seed=seed, n_resamples=n_resamples),
         "replication": replication(ratio_table, ref, statistic=HEADLINE_STATISTIC, cores=cores),
     }
+    tables = {name: mark_oversubscribed(table, cores) for name, table in tables.items()}
+    levels = sorted(int(c) for c in work["concurrency"].unique())
+    if cores is None:
+        notes.append("host core count unknown: cells with more loads at once than cores (CPU oversubscribed) "
+                     "are not marked")
+    elif any(c > cores for c in levels):
+        crowded = [c for c in levels if c > cores]
+        notes.append(f"the host has {cores} cores: cells at concurrency {', '.join(map(str, crowded))} are CPU "
+                     "oversubscribed (more loads at once than cores; every runtime queues for the CPU, so they "
+                     "measure the scheduler as much as the sandbox); the replication verdicts set them aside")
     ok = work[work["ok"]]
     overview = {"runtimes": runtimes, "n_modules": int(work["module"].nunique()),
                 "concurrency": sorted(int(c) for c in work["concurrency"].unique()), "n_ok": len(ok),
-                "n_failed": len(work) - len(ok), "kinds": sorted(set(work["runtime_kind"]))}
+                "n_failed": len(work) - len(ok), "kinds": sorted(set(work["runtime_kind"])), "cores": cores}
     return AnalysisResult(baseline=used, seed=seed, n_resamples=n_resamples, tables=tables, notes=notes,
                           overview=overview)
 

@@ -269,8 +269,10 @@ def summary_across_modules(ratio_table: pd.DataFrame, confidence: float = CONFID
     se = sqrt(sum se_m^2) / M when module cells are independent (separate processes and batches), and
     the conservative se = mean(se_m) (perfect correlation) when batches span modules (load_mode
     sequence). ``ci_method`` says which. Never an arithmetic mean of ratios.
+    The smallest and largest module ratios come with their modules and their own (cell) intervals.
     Columns: runtime, runtime_kind, baseline, baseline_kind, concurrency, [factors], statistic, n_modules,
-    modules, gmean_ratio, ci_low, ci_high, ci_method, min_module_ratio, max_module_ratio, confidence, note.
+    modules, gmean_ratio, ci_low, ci_high, ci_method, min_module, min_module_ratio, min_module_ci_low,
+    min_module_ci_high, max_module, max_module_ratio, max_module_ci_low, max_module_ci_high, confidence, note.
     """
     required = {"runtime", "baseline", "module", "statistic", "ratio", "ci_low", "ci_high"}
     if missing := required - set(ratio_table.columns):
@@ -281,7 +283,8 @@ def summary_across_modules(ratio_table: pd.DataFrame, confidence: float = CONFID
         f for f in FACTORS if f in ratio_table.columns], "statistic"]
     fixed = [c for c in fixed if c in ratio_table.columns]
     columns = [*fixed, "n_modules", "modules", "gmean_ratio", "ci_low", "ci_high", "ci_method",
-               "min_module_ratio", "max_module_ratio", "confidence", "note"]
+               "min_module", "min_module_ratio", "min_module_ci_low", "min_module_ci_high", "max_module",
+               "max_module_ratio", "max_module_ci_low", "max_module_ci_high", "confidence", "note"]
     records = []
     for key, rows in ratio_table.groupby(fixed, sort=True, observed=True, dropna=False):
         desc = dict(zip(fixed, key if isinstance(key, tuple) else (key,), strict=True))
@@ -295,8 +298,12 @@ def summary_across_modules(ratio_table: pd.DataFrame, confidence: float = CONFID
             records.append({**record, "note": "; ".join(notes) or "no module has a ratio"})
             continue
         logs = np.log(usable["ratio"].to_numpy(float))
-        record.update(gmean_ratio=float(np.exp(logs.mean())), min_module_ratio=float(np.exp(logs.min())),
-                      max_module_ratio=float(np.exp(logs.max())))
+        record.update(gmean_ratio=float(np.exp(logs.mean())))
+        for end, i in (("min", int(np.argmin(logs))), ("max", int(np.argmax(logs)))):
+            cell = usable.iloc[i]
+            record.update({f"{end}_module": str(cell["module"]), f"{end}_module_ratio": float(cell["ratio"]),
+                           f"{end}_module_ci_low": float(cell["ci_low"]),
+                           f"{end}_module_ci_high": float(cell["ci_high"])})
         lo, hi = usable["ci_low"].to_numpy(float), usable["ci_high"].to_numpy(float)
         if not (np.isfinite(lo).all() and np.isfinite(hi).all() and (lo > 0).all()):
             notes.append("a module ratio has no interval: no combined interval")

@@ -208,7 +208,7 @@ def judge(claim: dict, rows: pd.DataFrame, cores: int | None = None, confidence:
         names = "; ".join(_cell_name(rows.iloc[i]) for i in np.flatnonzero(no_ci))
         return {**out, "deciding_cell": names, "verdict": "inconclusive",
                 "reason": f"no interval for {names}: the {what} cell ratio cannot be bounded "
-                          f"(estimate alone {ratio[i_est]:.2f}x at {_cell_name(rows.iloc[i_est])})",
+                          f"(estimate alone {ratio[i_est]:.2f}x (no interval) at {_cell_name(rows.iloc[i_est])})",
                 "note": "; ".join(notes)}
     low, high, i_low, i_high, k, _ = simultaneous_extreme(rows, take_max, confidence)
     out.update(ci_low=low, ci_high=high, ci_method=f"simultaneous over {len(rows)} cells "
@@ -218,12 +218,12 @@ def judge(claim: dict, rows: pd.DataFrame, cores: int | None = None, confidence:
     cell_low, cell_high = rows.iloc[i_low], rows.iloc[i_high]
     if high < v_low:
         decider = cell_high if take_max else cell_low
-        verdict, reason = "smaller", (f"{span}: even the upper end ({high:.2f}x, from {_cell_text(decider)}) is "
-                                      f"below the claimed {v:g}x")
+        verdict, reason = "smaller", (f"{span} lies below the claimed {v:g}x; its upper end comes from "
+                                      f"{_cell_text(decider)}")
     elif low > v_high:
         decider = cell_low if take_max else cell_high
-        verdict, reason = "larger", (f"{span}: even the lower end ({low:.2f}x, from {_cell_text(decider)}) is "
-                                     f"above the claimed {v:g}x")
+        verdict, reason = "larger", (f"{span} lies above the claimed {v:g}x; its lower end comes from "
+                                     f"{_cell_text(decider)}")
     else:
         decider = cell_high if take_max else cell_low
         own = float(decider["ci_high"]) / float(decider["ci_low"])

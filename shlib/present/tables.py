@@ -139,9 +139,9 @@ def ratio_overview(ratio_summary: pd.DataFrame, baseline: str | None = None, sta
     if runtimes is not None:
         rows = rows[rows["runtime"].isin(list(runtimes))]
     out = rows.rename(columns={"gmean_ratio": "ratio"})
-    keep = [c for c in ("runtime", "runtime_kind", "baseline", "concurrency", "mount", "cache", "node_version",
-                        "load_mode", "ratio", "ci_low", "ci_high", "n_modules", "min_module_ratio",
-                        "max_module_ratio", "ci_method", "note") if c in out.columns]
+    keep = [c for c in ("runtime", "runtime_kind", "baseline", "concurrency", "oversubscribed", "mount", "cache",
+                        "node_version", "load_mode", "ratio", "ci_low", "ci_high", "n_modules", "ci_method", "note")
+            if c in out.columns]
     return out[keep].reset_index(drop=True)
 
 
@@ -181,9 +181,23 @@ def ratio_by_concurrency(ratio_summary: pd.DataFrame, baseline: str, statistic: 
 
 
 def interval_text(value: Any, low: Any, high: Any) -> str:
+    """'3.20x [2.71, 3.80]'; an estimate without an interval says so."""
     value, low, high = float(value), float(low), float(high)
     if not np.isfinite(value):
         return "n/a"
     if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{value:.2f}x"
+        return f"{value:.2f}x (no interval)"
     return f"{value:.2f}x [{low:.2f}, {high:.2f}]"
+
+
+def tests_overview(tests: pd.DataFrame) -> pd.DataFrame:
+    """The tests table at a glance: runtime (rows) x concurrency (columns), 'ratio [low, high] *' where * marks
+    a difference from the baseline significant after Holm's correction (the CSV keeps every column)."""
+    if len(tests) == 0:
+        return pd.DataFrame(columns=["runtime"])
+    text = [interval_text(r.ratio, r.ci_low, r.ci_high) + (" *" if r.significant else "")
+            + (" (oversubscribed)" if getattr(r, "oversubscribed", None) is True else "") for r in tests.itertuples()]
+    table = tests.assign(text=text).pivot_table(index="runtime", columns="concurrency", values="text",
+                                                aggfunc="first")
+    table.columns = [f"c={c}" for c in table.columns]
+    return table
