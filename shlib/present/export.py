@@ -53,7 +53,10 @@ def analyze_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     run_dir = Path(run_dir)
     frame, meta = load_results(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "analysis"
-    analysis = analyze_frame(frame, baseline=baseline, seed=seed, n_resamples=n_resamples)
+    timeout_s = (meta.get("spec") or {}).get("timeout_s")
+    analysis = analyze_frame(frame, baseline=baseline, seed=seed, n_resamples=n_resamples,
+                             cores=(meta.get("host") or {}).get("cpu_count"),
+                             deadline_ms=1000.0 * timeout_s if timeout_s else None)
     result = ExportedAnalysis(analysis, run_dir, out, headline_lines(analysis))
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
