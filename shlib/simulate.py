@@ -44,6 +44,16 @@ class Scenario:
     every trial fails.
     factors: extra factor columns -> levels (e.g. {"cache": ["warm", "cold"]}); crossed with the rest,
     with no effect on load times.
+
+    Harder conditions (each keeps the population median of log(load_ms) of a cell, hence the true
+    ratios, as stated): module_speeds: runtime -> module -> extra multiplier (cells with different true
+    ratios); tails_df: within-batch noise is Student-t with this many degrees of freedom times sigma
+    (heavy tails; None: normal); drift: log-scale change from the first batch run to the last, shared by
+    every runtime (the host slows down or speeds up over the run; batches are shuffled, so it is noise,
+    not bias); deadline_ms: a trial slower than this times out (status "timeout", load_ms NaN), so
+    timeouts hit the slowest runtime hardest; cores and oversubscribed_shift: in cells with more
+    containers than cores each batch is shifted by +-oversubscribed_shift on the log scale with equal
+    chance (bimodal batch effects of a queue for the CPU).
     """
 
     speeds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SPEEDS))
@@ -57,16 +67,23 @@ class Scenario:
     fail_rate: float = 0.0
     fail: Sequence[str] = ()
     factors: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    module_speeds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    tails_df: float | None = None
+    drift: float = 0.0
+    deadline_ms: float | None = None
+    cores: int | None = None
+    oversubscribed_shift: float = 0.0
     run_id: str = "sim"
 
     def true_median_ms(self, runtime: str, module: str, concurrency: int) -> float:
-        """Population median (= geometric mean) of load_ms in one cell."""
+        """Population median (= geometric mean without timeouts) of load_ms in one cell."""
         slope = self.contention.get(runtime, 0.0)
-        return self.modules[module] * self.speeds[runtime] * math.exp(slope * (concurrency - 1))
+        extra = self.module_speeds.get(runtime, {}).get(module, 1.0)
+        return self.modules[module] * self.speeds[runtime] * extra * math.exp(slope * (concurrency - 1))
 
-    def true_ratio(self, runtime: str, baseline: str, concurrency: int = 1) -> float:
-        """True ratio of medians (and of geometric means) of runtime to baseline; the same for every module."""
-        module = next(iter(self.modules))
+    def true_ratio(self, runtime: str, baseline: str, concurrency: int = 1, module: str | None = None) -> float:
+        """True ratio of medians (and of geometric means) of runtime to baseline in one cell (default: first module)."""
+        module = module if module is not None else next(iter(self.modules))
         return self.true_median_ms(runtime, module, concurrency) / self.true_median_ms(baseline, module, concurrency)
 
     def frame(self, seed: int = 0) -> pd.DataFrame:
@@ -114,6 +131,12 @@ def simulate_results(scenario: Scenario | None = None, seed: int = 0, **kwargs: 
     plan = _batches(scenario)
     order = rng.permutation(len(plan))
     batch_effect = rng.normal(0.0, scenario.batch_sd, len(plan)) if scenario.batch_sd > 0 else np.zeros(len(plan))
+    if scenario.drift:
+        batch_effect = batch_effect + scenario.drift * (order / max(len(plan) - 1, 1) - 0.5)
+    if scenario.oversubscribed_shift and scenario.cores is not None:
+        crowded = np.array([b["concurrency"] > scenario.cores for b in plan])
+        signs = rng.choice([-1.0, 1.0], size=len(plan))
+        batch_effect = batch_effect + np.where(crowded, signs * scenario.oversubscribed_shift, 0.0)
 
     # One entry per (batch, slot, module) row, built as flat arrays.
     sizes = np.array([b["concurrency"] * len(b["modules"]) for b in plan])
@@ -129,8 +152,11 @@ def simulate_results(scenario: Scenario | None = None, seed: int = 0, **kwargs: 
     base = np.array([scenario.modules[m] for m in module])
     speed = np.array([scenario.speeds[r] for r in runtime])
     slope = np.array([scenario.contention.get(r, 0.0) for r in runtime])
-    log_ms = np.log(base * speed) + slope * (conc - 1) + batch_effect[batch_of_row]
-    log_ms = log_ms + rng.normal(0.0, scenario.sigma, len(log_ms))
+    extra = np.array([scenario.module_speeds.get(r, {}).get(m, 1.0) for r, m in zip(runtime, module, strict=True)])
+    log_ms = np.log(base * speed * extra) + slope * (conc - 1) + batch_effect[batch_of_row]
+    noise = (rng.standard_t(scenario.tails_df, len(log_ms)) if scenario.tails_df
+             else rng.standard_normal(len(log_ms)))
+    log_ms = log_ms + scenario.sigma * noise
     load_ms = np.exp(log_ms)
 
     # Failure is per process: every module of a failed process fails.
@@ -138,6 +164,9 @@ def simulate_results(scenario: Scenario | None = None, seed: int = 0, **kwargs: 
     _, process_index = np.unique(process_key, return_inverse=True)
     process_failed = rng.random(process_index.max() + 1) < scenario.fail_rate
     failed = process_failed[process_index] | np.isin(runtime, list(scenario.fail))
+    timed_out = ~failed & (load_ms > scenario.deadline_ms) if scenario.deadline_ms else np.zeros(len(load_ms), bool)
+    status = np.where(failed, "error", np.where(timed_out, "timeout", "ok")).astype(object)
+    failed = failed | timed_out
     load_ms = np.where(failed, np.nan, load_ms)
 
     n = len(load_ms)
@@ -161,8 +190,8 @@ def simulate_results(scenario: Scenario | None = None, seed: int = 0, **kwargs: 
         "node_version": np.full(n, "v20.0.0", dtype=object),
         "image_id": np.full(n, "sha256:sim", dtype=object),
         "load_ms": load_ms,
-        "status": np.where(failed, "error", "ok").astype(object),
-        "error": np.where(failed, "simulated failure", None).astype(object),
+        "status": status,
+        "error": np.where(failed, "simulated " + status.astype(str), None).astype(object),
         "files_loaded": np.full(n, 10),
         "start_skew_ms": np.where(slot == 0, 0.0, 1.0),
         "batch_skew_ms": np.ones(n),

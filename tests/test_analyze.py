@@ -37,9 +37,10 @@ def test_every_table_is_written_with_its_columns(full):
         "summary": ["runtime", "module", "concurrency", "n", "n_failed", "median_ms", "q1_ms", "q3_ms", "p95_ms"],
         "ratios": ["runtime", "baseline", "statistic", "ratio", "ci_low", "ci_high", "ci_method", "seed"],
         "ratio_summary": ["runtime", "baseline", "concurrency", "gmean_ratio", "ci_low", "ci_high", "n_modules"],
-        "tests": ["runtime_a", "runtime_b", "p_value", "p_holm", "cliffs_delta", "p_a_slower"],
+        "tests": ["runtime", "baseline", "concurrency", "p_value", "p_holm", "significant", "ratio", "ci_low"],
         "scaling": ["runtime", "module", "slope_ms_per_container", "pct_per_container", "ratio_pct_per_container"],
-        "replication": ["claim_id", "runtime", "estimate", "ci_low", "ci_high", "verdict"],
+        "growth": ["runtime", "concurrency", "from_concurrency", "ratio", "ci_low", "ci_high"],
+        "replication": ["claim_id", "runtime", "estimate", "ci_low", "ci_high", "verdict", "reason"],
     }
     for name in TABLES:
         table = pd.read_csv(out / f"{name}.csv")
@@ -56,10 +57,11 @@ def test_values_are_finite_and_intervals_hold_their_estimates(full):
     assert ((summary["ci_low"] <= summary["gmean_ratio"]) & (summary["gmean_ratio"] <= summary["ci_high"])).all()
     assert np.isfinite(full.tables["summary"][["median_ms", "p95_ms"]].to_numpy(float)).all()
     tests = full.tables["tests"]
-    assert tests["p_holm"].between(0, 1).all() and tests["cliffs_delta"].between(-1, 1).all()
+    assert tests["p_holm"].between(0, 1).all() and (tests["ci_low"] <= tests["ratio"]).all()
     replication = full.tables["replication"]
-    assert set(replication["verdict"]) <= {"agrees", "smaller", "larger", "not measured (runtime absent)"}
-    measured = replication[replication["verdict"] != "not measured (runtime absent)"]
+    assert set(replication["verdict"]) <= {"consistent", "smaller", "larger", "inconclusive",
+                                         "not measured (runtime absent)"}
+    measured = replication[replication["ci_low"].notna()]
     assert ((measured["ci_low"] <= measured["estimate"]) & (measured["estimate"] <= measured["ci_high"])).all()
     # gVisor vs Kata claims are judged against Kata, each gVisor variant on its own row
     kata = replication[replication["denominator_kind"] == "kata"]
@@ -129,3 +131,27 @@ def test_bad_inputs_raise_shlib_errors(tmp_path):
     run = make_run(tmp_path, speeds={"runsc": 3.0, "kata-sim": 1.0})
     with pytest.raises(AnalysisError, match="runtimes present: kata-sim, runsc"):
         analyze_run(run, baseline="runc", figures=False)
+
+
+def test_every_sentence_a_reading_produces_carries_its_interval(tmp_path):
+    """Issue 11, flaws 6 and 7: a ratio, a percentage or a verdict in words comes with its interval (or
+    says it has none), and cells with more loads than cores are labelled. The old readings gave the
+    percent-per-container change and a replication estimate without one: fails on the old code."""
+    import re
+
+    from shlib.analysis.analyze import analyze_frame
+    from shlib.present import readings
+
+    frame = simulate_results(Scenario(speeds={"runc": 1.0, "runsc-a": 6.0, "runsc-b": 3.0}, concurrency=(1, 2, 4),
+                                      trials_per_group=12, batch_sd=0.1, contention={"runc": 0.3}), seed=4)
+    result = analyze_frame(frame, n_resamples=RESAMPLES, cores=2)
+    lines = readings.headline_lines(result)
+    lines += readings.concurrency_reading(result.ratio_summary, result.scaling, result.baseline,
+                                          growth=result.growth).split("\n")
+    quantity = re.compile(r"\d+\.\d+x|[+-]?\d+\.\d+%")
+    interval = re.compile(r"\[[+-]?\d+(\.\d+)?[x%]?, [+-]?\d+(\.\d+)?[x%]?\]|\(no interval\)")
+    said = [re.sub(r"'[^']*'", "", line) for line in lines]  # the claims quoted from the paper are not estimates
+    # every estimate outside brackets is followed by its own interval
+    bare = [line for line in said if len(quantity.findall(interval.sub("", line))) > len(interval.findall(line))]
+    assert not bare, bare
+    assert any("CPU oversubscribed" in line and "4" in line for line in lines), lines

@@ -65,3 +65,25 @@ def test_failures_and_sequence_mode():
     assert (frame.groupby("batch_id")["module"].nunique() == 3).all()  # a process loads every module
     with pytest.raises(ValueError, match="load_mode"):
         simulate_results(load_mode="bogus")
+
+
+def test_harder_conditions_keep_the_true_ratio_of_medians():
+    """Heavy tails, drift, bimodal oversubscribed batches and timeouts below the median leave each cell's
+    true median ratio as Scenario.true_ratio states; timeouts fall on the slow runtime."""
+    scenario = Scenario(speeds={"runc": 1.0, "runsc": 4.0}, modules={"a": 50.0, "b": 50.0}, concurrency=(1, 4),
+                        module_speeds={"runsc": {"b": 2.0}}, trials_per_group=4000, sigma=0.3, tails_df=3,
+                        drift=0.6, batch_sd=0.1, cores=2, oversubscribed_shift=0.5, deadline_ms=600.0)
+    frame = scenario.frame(seed=3)
+    timeouts = frame[frame.status == "timeout"]
+    rate = (frame["status"] == "timeout").groupby(frame["runtime"], observed=True).mean()
+    assert rate["runsc"] > 0.05 and rate["runc"] < rate["runsc"] / 10 and timeouts["load_ms"].isna().all()
+    for (module, conc), cell in frame.groupby(["module", "concurrency"], observed=True):
+        # censored trials are slower than every ok one: count them at +inf for the median
+        values = cell["load_ms"].fillna(np.inf)
+        med = values.groupby(cell["runtime"], observed=True).median()
+        truth = scenario.true_ratio("runsc", "runc", conc, module)
+        assert truth == pytest.approx(4.0 * (2.0 if module == "b" else 1.0))
+        assert med["runsc"] / med["runc"] == pytest.approx(truth, rel=0.08), (module, conc)
+    crowded = frame[frame.concurrency == 4]
+    batch_means = np.log(crowded["load_ms"]).groupby(crowded["batch_id"]).mean()
+    assert batch_means.std() > 0.4  # +-0.5 shifts on top of the rest

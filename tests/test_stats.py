@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from shlib.analysis.bootstrap import jackknife, make_group, resample, weighted_medians
 from shlib.analysis.ratios import ratios, ratios_against, summary_across_modules
-from shlib.analysis.replication import _judge, replication
+from shlib.analysis.replication import replication
 from shlib.analysis.scaling import concurrency_scaling
 from shlib.analysis.significance import holm, pairwise_tests
 from shlib.analysis.summaries import summarize
@@ -250,6 +250,8 @@ def test_summary_across_modules_is_a_geometric_mean():
     assert row["gmean_ratio"] == pytest.approx(4.0)  # not the arithmetic 5.0
     assert row["ci_low"] < 4.0 < row["ci_high"] and row["n_modules"] == 2
     assert row["min_module_ratio"] == pytest.approx(2.0) and row["max_module_ratio"] == pytest.approx(8.0)
+    ends = (row["min_module"], row["min_module_ci_low"], row["max_module"], row["max_module_ci_high"])
+    assert ends == ("a", 1.8, "b", 9.0)
     correlated = summary_across_modules(_table({"a": (2.0, 1.8, 2.2), "b": (8.0, 7.0, 9.0)}, spans=True))
     assert correlated.iloc[0]["ci_high"] > row["ci_high"] and "conservative" in correlated.iloc[0]["ci_method"]
 
@@ -332,35 +334,64 @@ def _replicate(speeds: dict[str, float]) -> pd.DataFrame:
 
 
 def test_replication_verdicts_on_constructed_cases():
-    agrees = _replicate({"runc": 1.0, "runsc": 16.0})
-    row = agrees[agrees.claim_id == "KY2020-gvisor-docker-max"].iloc[0]
-    assert row["verdict"] == "agrees" and row["ci_low"] <= 16 <= row["ci_high"]
+    consistent = _replicate({"runc": 1.0, "runsc": 16.0})
+    row = consistent[consistent.claim_id == "KY2020-gvisor-docker-max"].iloc[0]
+    assert row["verdict"] == "consistent" and row["ci_low"] <= 16 <= row["ci_high"], row["reason"]
+    assert np.isfinite(row["gmean_ratio"]) and row["gmean_ci_low"] < 16 < row["gmean_ci_high"]
+    assert row["gmean_concurrency"] == 1 and "deciding cell" in row["reason"]
     smaller = _replicate({"runc": 1.0, "runsc": 2.0})
     assert smaller.loc[smaller.claim_id == "KY2020-gvisor-docker-max", "verdict"].item() == "smaller"
     larger = _replicate({"runc": 1.0, "runsc": 40.0})
     assert larger.loc[larger.claim_id == "KY2020-gvisor-docker-max", "verdict"].item() == "larger"
-    kata_claims = agrees[agrees.denominator_kind == "kata"]
+    kata_claims = consistent[consistent.denominator_kind == "kata"]
     assert len(kata_claims) == 2 and (kata_claims["verdict"] == "not measured (runtime absent)").all()
 
 
 def test_replication_judges_each_gvisor_variant_and_kata():
     table = _replicate({"runc": 1.0, "runsc-old": 16.0, "runsc-new": 4.0, "kata": 1.0})
     docker = table[table.claim_id == "KY2020-gvisor-docker-max"].set_index("runtime")
-    assert docker.loc["runsc-old", "verdict"] == "agrees" and docker.loc["runsc-new", "verdict"] == "smaller"
+    assert docker.loc["runsc-old", "verdict"] == "consistent" and docker.loc["runsc-new", "verdict"] == "smaller"
     kata_min = table[table.claim_id == "KY2020-gvisor-kata-min"].set_index("runtime")
     assert kata_min.loc["runsc-new", "verdict"] == "larger"  # 4x to Kata > claimed minimum 2.7x
     assert (kata_min["baseline"] == "kata").all()
 
 
-def test_replication_interval_of_a_max_is_max_of_bounds():
-    cells = _table({"a": (10.0, 9.0, 11.0), "b": (14.0, 12.0, 15.9)})
+def test_replication_interval_is_simultaneous_over_the_cells():
+    cells = _table({"a": (12.0, 11.0, 13.5), "b": (14.0, 12.0, 15.9)})
     row = replication(cells).set_index("claim_id").loc["KY2020-gvisor-docker-max"]
-    assert (row["estimate"], row["ci_low"], row["ci_high"]) == (14.0, 12.0, 15.9)
-    assert row["verdict"] == "agrees"  # 15.9 reaches the claimed 15.5-16.5
+    # upper end: the largest cell upper bound; lower end: b's lower bound widened for 2 candidate cells
+    assert row["estimate"] == 14.0 and row["ci_high"] == pytest.approx(15.9) and row["ci_low"] < 12.0
+    assert row["verdict"] == "inconclusive" or row["verdict"] == "consistent"
     cells = _table({"a": (10.0, 9.0, 11.0), "b": (14.0, 12.0, 15.0)})
     assert replication(cells).set_index("claim_id").loc["KY2020-gvisor-docker-max", "verdict"] == "smaller"
+    # a cell that cannot be the max does not widen the lower end
+    far = _table({"a": (2.0, 1.9, 2.1), "b": (14.0, 12.0, 15.0)})
+    alone = _table({"b": (14.0, 12.0, 15.0)})
+    lows = [replication(t).set_index("claim_id").loc["KY2020-gvisor-docker-max", "ci_low"] for t in (far, alone)]
+    assert lows[0] == pytest.approx(lows[1]) == pytest.approx(12.0)
     empty = replication(cells.iloc[0:0])
     assert (empty["verdict"] == "not measured (runtime absent)").all()
+
+
+def test_replication_min_claim_mirrors_the_max():
+    kata = _table({"a": (2.7, 2.6, 2.8), "b": (4.0, 3.0, 5.0)}).assign(baseline="kata", baseline_kind="kata")
+    row = replication(kata).set_index("claim_id").loc["KY2020-gvisor-kata-min"]
+    assert row["estimate"] == 2.7 and row["ci_low"] == pytest.approx(2.6) and row["ci_high"] == pytest.approx(2.8)
+    assert row["verdict"] == "consistent", row["reason"]
+
+
+def test_replication_flags_mount_fallback_oversubscription_and_missing_intervals():
+    cells = _cells({("lodash", 1): (16.0, 15.0, 17.0), ("lodash", 8): (40.0, 30.0, 50.0)})
+    row = replication(cells, cores=2).set_index("claim_id").loc["KY2020-gvisor-docker-max"]
+    assert row["verdict"] == "consistent" and row["n_cells"] == 1 and row["n_cells_set_aside"] == 1
+    assert "CPU oversubscribed" in row["note"]
+    every = replication(cells, cores=None).set_index("claim_id").loc["KY2020-gvisor-docker-max"]
+    assert every["verdict"] == "larger" and "core count unknown" in every["note"]
+    bind = replication(cells.assign(mount="bind"), cores=8).set_index("claim_id").loc["KY2020-gvisor-docker-max"]
+    assert bind["mount_fallback"] and "MOUNT FALLBACK" in bind["note"]
+    gap = _cells({("lodash", 1): (16.0, math.nan, math.nan), ("react", 1): (10.0, 9.0, 11.0)})
+    row = replication(gap, cores=2).set_index("claim_id").loc["KY2020-gvisor-docker-max"]
+    assert row["verdict"] == "inconclusive" and "no interval for lodash at 1 container" in row["reason"]
 
 
 def test_few_independent_trials_are_flagged_too():
@@ -370,12 +401,118 @@ def test_few_independent_trials_are_flagged_too():
     assert table["note"].str.contains("3 trials").all()
 
 
-def test_an_agreement_that_rests_on_the_widest_cell_says_so():
-    claim = {"statistic": "max", "value_low": 15.5, "value_high": 16.5}
-    rows = pd.DataFrame({"module": ["a", "b"], "concurrency": [1, 8], "ratio": [8.0, 5.0],
-                         "ci_low": [6.0, 2.0], "ci_high": [11.0, 30.0]})
-    judged = _judge(claim, rows)
-    assert judged["verdict"] == "agrees" and (judged["ci_low"], judged["ci_high"]) == (6.0, 30.0)
-    assert "only within the uncertainty" in judged["note"] and "module=b, concurrency=8" in judged["note"]
-    tight = _judge(claim, rows.assign(ratio=[16.0, 5.0]))
-    assert tight["verdict"] == "agrees" and "only within" not in tight["note"]
+def _cells(spec: dict[tuple[str, int], tuple[float, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"runtime": "runsc", "runtime_kind": "gvisor", "baseline": "runc", "baseline_kind": "runc",
+                          "module": m, "concurrency": c, "statistic": "median", "ratio": r, "ci_low": lo,
+                          "ci_high": hi} for (m, c), (r, lo, hi) in spec.items()])
+
+
+def test_one_unresolved_cell_does_not_make_a_max_claim_agree():
+    """Issue 11, flaw 1: eleven cells resolved near 7x and one noisy cell (react at 8 containers,
+    3.55x [0.81, 24.9]) made 'up to 16x' agree, because the interval of the max took the noisy cell's
+    upper bound. The data cannot tell 16x from 8x there: the verdict must not be an agreement."""
+    spec = {(m, c): (7.0, 6.2, 7.9) for m in ("lodash", "express", "react") for c in (1, 2, 4, 8)}
+    spec[("react", 8)] = (3.55, 0.81, 24.9)
+    row = replication(_cells(spec)).set_index("claim_id").loc["KY2020-gvisor-docker-max"]
+    assert row["verdict"] == "inconclusive", row["verdict"]
+    assert "react" in row["reason"] and "8" in row["reason"]
+
+
+def _timeout_frame(n_timeouts: int) -> pd.DataFrame:
+    frame = simulate_results(Scenario(speeds={"runc": 1.0, "runsc": 3.0}, modules={"m": 50.0},
+                                      trials_per_group=20, sigma=0.2), seed=5)
+    slow = frame.index[frame["runtime"] == "runsc"]
+    slowest = frame.loc[slow, "load_ms"].sort_values().index[20 - n_timeouts:]
+    frame["status"] = frame["status"].astype(str)
+    frame.loc[slowest, "status"] = "timeout"
+    frame.loc[slowest, "load_ms"] = np.nan
+    return frame
+
+
+def test_timeouts_are_counted_and_censored_not_dropped():
+    """Issue 11, flaw 3: timed-out trials vanished from the ratio (no count, no note), which biases the
+    ratio of the slow runtime toward 1. Fails on the old code (the ratio used only the ok trials)."""
+    frame = _timeout_frame(6)
+    row = ratios(frame, n_resamples=500, deadline_ms=1000.0).set_index("statistic").loc["median"]
+    runsc = frame[frame.runtime == "runsc"]["load_ms"].fillna(1000.0)
+    runc = frame[frame.runtime == "runc"]["load_ms"]
+    assert row["ratio"] == pytest.approx(np.median(runsc) / np.median(runc))
+    assert row["ratio"] > np.median(runsc[runsc < 1000.0]) / np.median(runc)  # the dropped-timeouts bias
+    assert row["n_failed"] == 6 and row["n_failed_baseline"] == 0 and row["n_censored"] == 6
+    assert row["failed_by_status"] == "timeout: 6" and "failure rates differ" in row["note"]
+    assert row["ci_low"] <= row["ratio"] <= row["ci_high"]
+    gmean = ratios(frame, n_resamples=500, deadline_ms=1000.0).set_index("statistic").loc["gmean"]
+    assert math.isnan(gmean["ratio"]) and "censored" in gmean["note"]
+
+
+def test_half_or_more_timeouts_leave_no_ratio_and_say_why():
+    row = ratios(_timeout_frame(10), n_resamples=500).set_index("statistic").loc["median"]
+    assert math.isnan(row["ratio"]) and "10 of 20 trials timed out (half or more)" in row["note"]
+    assert row["n_failed"] == 10
+
+
+def test_batch_tests_are_one_family_against_the_baseline():
+    """Issue 11, flaw 2: Holm over every pair of 7 runtimes in every cell (252 tests) left an 8.5x
+    [6.6, 11.4] difference 'not significant' with 6 vs 6 trials. The family is each runtime against the
+    baseline per concurrency level, over modules, tested on batches: fails on the old code (no such rows)."""
+    speeds = {"runc": 1.0, "crun": 1.0, "native": 0.9, "runsc-a": 8.5, "runsc-b": 6.0, "runsc-c": 4.0, "runsc-d": 3.0}
+    frame = simulate_results(Scenario(speeds=speeds, concurrency=(1, 2), trials_per_group=6, sigma=0.25,
+                                      batch_sd=0.2), seed=3)
+    from shlib.analysis.analyze import analyze_frame
+
+    tests = analyze_frame(frame, n_resamples=500).tables["tests"]
+    assert len(tests) == 6 * 2 and set(tests["baseline"]) == {"runc"}
+    slow = tests[tests["runtime"].str.startswith("runsc")]
+    assert slow["significant"].all(), slow[["runtime", "concurrency", "p_value", "p_holm"]]
+    assert (slow["ci_low"] > 1).all() and (tests["n_modules"] == 3).all()
+    assert not tests.loc[tests["runtime"] == "crun", "significant"].any()
+    assert (tests["strata"] == "module x repetition").all()
+
+
+def test_batch_test_permutes_whole_batches():
+    # one module, 3 repetitions of one batch each: 2^3 = 8 rearrangements, so p >= 2/8 whatever the data
+    frame = simulate_results(Scenario(speeds={"runc": 1.0, "runsc": 50.0}, modules={"m": 10.0}, concurrency=(4,),
+                                      trials_per_group=12, sigma=0.1), seed=1)
+    from shlib.analysis.significance import baseline_tests
+
+    row = baseline_tests(frame, "runc", n_permutations=2000).iloc[0]
+    assert row["n_batches"] == 3 and row["p_value"] >= 0.2 and "8 distinct rearrangements" in row["note"]
+
+
+def _trend_rows(values: list[tuple[int, float, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"runtime": "runsc", "baseline": "runc", "module": "m", "statistic": "median",
+                          "concurrency": c, "ratio": r, "ci_low": lo, "ci_high": hi} for c, r, lo, hi in values])
+
+
+def test_a_ratio_trend_that_does_not_fit_is_not_reported_as_a_slope():
+    """Issue 11, flaw 5: a drop from 1 to 4 containers and a plateau after it was reported as one
+    percent-per-container slope with an interval that took the cell variances as known. Fails on the
+    old code (it gave a slope and no lack-of-fit statistic)."""
+    from shlib.analysis.scaling import _ratio_trend
+
+    notes: list[str] = []
+    bent = _ratio_trend(_trend_rows([(1, 8.0, 7.0, 9.1), (2, 5.0, 4.4, 5.7), (4, 3.0, 2.7, 3.4), (8, 3.0, 2.7, 3.4)]),
+                        {"runtime": "runsc", "module": "m"}, [], "median", 1.96, notes)
+    assert math.isnan(bent["ratio_pct_per_container"]) and bent["ratio_trend_p"] < 0.05
+    assert bent["ratio_trend_fits"] is False and "does not fit" in notes[-1]
+    assert bent["ratio_by_level"].startswith("1: 8.00x [7.00, 9.10]; 2: 5.00x")
+    assert (bent["ratio_at_max_ci_low"], bent["ratio_at_max_ci_high"]) == (2.7, 3.4)
+    notes = []
+    line = _ratio_trend(_trend_rows([(c, 8.0 * 0.9 ** (c - 1), 7.0 * 0.9 ** (c - 1), 9.1 * 0.9 ** (c - 1))
+                                     for c in (1, 2, 4, 8)]), {"runtime": "runsc", "module": "m"}, [], "median",
+                        1.96, notes)
+    assert line["ratio_trend_fits"] and line["ratio_pct_per_container"] == pytest.approx(-10.0)
+    assert line["ratio_pct_ci_low"] < -10.0 < line["ratio_pct_ci_high"]
+
+
+def test_load_time_growth_has_intervals():
+    from shlib.analysis.scaling import load_time_growth
+
+    scenario = Scenario(speeds={"runc": 1.0, "runsc": 3.0}, concurrency=(1, 4), trials_per_group=24, sigma=0.2,
+                        contention={"runc": 0.2})
+    table = load_time_growth(scenario.frame(seed=2), n_resamples=500)
+    runc = table[table["runtime"] == "runc"].iloc[0]
+    assert runc["concurrency"] == 4 and runc["from_concurrency"] == 1 and runc["n_modules"] == 3
+    assert runc["ci_low"] < math.exp(0.2 * 3) < runc["ci_high"]
+    runsc = table[table["runtime"] == "runsc"].iloc[0]
+    assert runsc["ci_low"] < 1.0 < runsc["ci_high"]

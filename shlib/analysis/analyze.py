@@ -16,16 +16,16 @@ import numpy as np
 import pandas as pd
 
 from shlib.analysis.defaults import DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT_SEED, resolve_baseline
-from shlib.analysis.frames import cell_keys, prepare
+from shlib.analysis.frames import cell_keys, mark_oversubscribed, prepare
 from shlib.analysis.ratios import ratios_against, summary_across_modules
 from shlib.analysis.replication import load_reference, replication
-from shlib.analysis.scaling import concurrency_scaling
-from shlib.analysis.significance import pairwise_tests
+from shlib.analysis.scaling import concurrency_scaling, load_time_growth
+from shlib.analysis.significance import baseline_tests
 from shlib.analysis.summaries import summarize
 from shlib.analysis.variants import gvisor_comparison, runtime_variants
 from shlib.results.metadata import RunMetadata
 
-TABLES = ("summary", "ratios", "ratio_summary", "tests", "scaling", "replication")
+TABLES = ("summary", "ratios", "ratio_summary", "tests", "scaling", "growth", "replication")
 HEADLINE_STATISTIC = "median"
 
 
@@ -52,15 +52,24 @@ class AnalysisResult:
 
 def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int = DEFAULT_SEED,
                   n_resamples: int = DEFAULT_RESAMPLES,
-                  reference: pd.DataFrame | str | Path | None = None,
-                  metadata: RunMetadata | None = None) -> AnalysisResult:
+                  reference: pd.DataFrame | str | Path | None = None, metadata: RunMetadata | None = None,
+                  cores: int | None = None, deadline_ms: float | None = None) -> AnalysisResult:
     """Every table of the analysis of a results frame (pure: no files read or written but the reference claims).
 
-    ``metadata`` (the run's) describes the runtimes (gVisor build, platform, flags) for the variant
-    contrasts; without it they are described from their names. Tables: summary, ratios, ratio_summary,
-    tests, scaling, replication, variants, gvisor_ratios, gvisor_summary, gvisor_contrasts,
-    gvisor_contrast_cells.
+    ``metadata``: the run's. It describes the runtimes (gVisor build, platform, flags) for the variant
+    contrasts (without it they are described from their names) and gives ``cores`` and ``deadline_ms``
+    when they are not passed.
+    ``cores``: the host's CPU count (metadata ``host.cpu_count``); cells with more loads at once are
+    marked CPU oversubscribed and set aside by the replication verdicts. None: not checked (and said).
+    ``deadline_ms``: the run's trial timeout (metadata ``spec.timeout_s`` x 1000), where timeouts are
+    censored in the medians; None: +inf.
+    Tables: summary, ratios, ratio_summary, tests, scaling, growth, replication, variants, gvisor_ratios,
+    gvisor_summary, gvisor_contrasts, gvisor_contrast_cells.
     """
+    if metadata is not None:
+        cores = cores if cores is not None else metadata.host.cpu_count
+        timeout_s = metadata.spec.get("timeout_s")
+        deadline_ms = deadline_ms if deadline_ms is not None else (1000.0 * timeout_s if timeout_s else None)
     work = prepare(df)
     runtimes = sorted(work["runtime"].unique())
     notes: list[str] = []
@@ -73,7 +82,7 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
         notes += fallback_notes
     ref = reference if isinstance(reference, pd.DataFrame) else load_reference(reference)
 
-    summary = summarize(work)
+    summary = summarize(work, seed=seed, n_resamples=n_resamples)
     baselines = [used] if used else []
     kinds = work.groupby("runtime")["runtime_kind"].first()
     numerators: dict[str, set[str]] = {}
@@ -84,7 +93,7 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
                 baselines.append(runtime)
                 numerators[runtime] = wanted
     if baselines:
-        ratio_table = ratios_against(work, baselines, seed=seed, n_resamples=n_resamples)
+        ratio_table = ratios_against(work, baselines, seed=seed, n_resamples=n_resamples, deadline_ms=deadline_ms)
         wanted_rows = np.array([kind in numerators.get(base, ()) for base, kind in
                                 zip(ratio_table["baseline"], ratio_table["runtime_kind"], strict=True)], dtype=bool)
         keep = (ratio_table["baseline"] == used).to_numpy() | wanted_rows
@@ -92,15 +101,27 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
     else:
         ratio_table = _empty_ratios(work)
     main = ratio_table[ratio_table["baseline"] == used] if used else ratio_table
+    ratio_summary = summary_across_modules(ratio_table)
     tables = {
         "summary": summary,
         "ratios": ratio_table,
-        "ratio_summary": summary_across_modules(ratio_table),
-        "tests": pairwise_tests(work),
+        "ratio_summary": ratio_summary,
+        "tests": baseline_tests(work, used, ratio_summary, seed=seed) if used else baseline_tests(work.iloc[0:0], ""),
         "scaling": concurrency_scaling(work, baseline=used or runtimes[0], ratio_table=main if used else None,
                                              seed=seed, n_resamples=n_resamples),
-        "replication": replication(ratio_table, ref, statistic=HEADLINE_STATISTIC),
+        "growth": load_time_growth(work, seed=seed, n_resamples=n_resamples),
+        "replication": replication(ratio_table, ref, statistic=HEADLINE_STATISTIC, cores=cores),
     }
+    tables = {name: mark_oversubscribed(table, cores) for name, table in tables.items()}
+    levels = sorted(int(c) for c in work["concurrency"].unique())
+    if cores is None:
+        notes.append("host core count unknown: cells with more loads at once than cores (CPU oversubscribed) "
+                     "are not marked")
+    elif any(c > cores for c in levels):
+        crowded = [c for c in levels if c > cores]
+        notes.append(f"the host has {cores} cores: cells at concurrency {', '.join(map(str, crowded))} are CPU "
+                     "oversubscribed (more loads at once than cores; every runtime queues for the CPU, so they "
+                     "measure the scheduler as much as the sandbox); the replication verdicts set them aside")
     variants = runtime_variants(metadata, runtimes, df)
     gvisor = gvisor_comparison(df, variants, seed=seed, n_resamples=n_resamples)
     tables.update(variants=variants, gvisor_ratios=gvisor["ratios"], gvisor_summary=gvisor["summary"],
@@ -108,15 +129,17 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
     ok = work[work["ok"]]
     overview = {"runtimes": runtimes, "n_modules": int(work["module"].nunique()),
                 "concurrency": sorted(int(c) for c in work["concurrency"].unique()), "n_ok": len(ok),
-                "n_failed": len(work) - len(ok), "kinds": sorted(set(work["runtime_kind"]))}
+                "n_failed": len(work) - len(ok), "kinds": sorted(set(work["runtime_kind"])), "cores": cores}
     return AnalysisResult(baseline=used, seed=seed, n_resamples=n_resamples, tables=tables, notes=notes,
                           overview=overview)
 
 
 def _empty_ratios(work: pd.DataFrame) -> pd.DataFrame:
     columns = ["runtime", "runtime_kind", "baseline", "baseline_kind", *cell_keys(work), "statistic", "ratio",
-               "ci_low", "ci_high", "ci_method", "confidence", "n", "n_baseline", "n_batches", "n_batches_baseline",
-               "clustered", "batches_span_modules", "n_resamples", "seed", "note"]
+               "ci_low", "ci_high", "ci_method", "df", "confidence", "n", "n_baseline", "n_batches",
+               "n_batches_baseline", "clustered", "batches_span_modules", "n_failed", "n_failed_baseline",
+               "failed_by_status", "failed_by_status_baseline", "n_censored", "n_censored_baseline", "n_resamples",
+               "seed", "note"]
     return pd.DataFrame(columns=columns)
 
 

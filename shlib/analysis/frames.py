@@ -47,6 +47,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         if name in df.columns:
             col = df[name].astype(object)
             work[name] = col.where(col.notna(), "NA").astype(str).to_numpy()
+    if "rep" in df.columns:  # the repetition a batch belongs to: batch tests permute within it
+        work["rep"] = pd.to_numeric(df["rep"], errors="coerce").fillna(-1).astype("int64").to_numpy()
     work["ok"] = (work["status"] == "ok").to_numpy() & np.isfinite(work["load_ms"].to_numpy())
     if "batch_id" in df.columns:
         batch = pd.to_numeric(df["batch_id"], errors="coerce").to_numpy(dtype="float64")
@@ -87,3 +89,16 @@ def cell_keys(work: pd.DataFrame) -> list[str]:
 
 def ensure_prepared(df: pd.DataFrame) -> pd.DataFrame:
     return df if {"ok", "cluster", "repeated"} <= set(df.columns) else prepare(df)
+
+
+def mark_oversubscribed(table: pd.DataFrame, cores: int | None) -> pd.DataFrame:
+    """``table`` with an ``oversubscribed`` column: more loads at once (concurrency) than the host's cores.
+
+    Such cells queue for the CPU under every runtime, so they measure the scheduler as much as the
+    sandbox. Without a ``concurrency`` column the table is returned as is; with ``cores`` unknown the
+    column is empty (None).
+    """
+    if "concurrency" not in table.columns:
+        return table
+    values = [None] * len(table) if cores is None else (table["concurrency"].astype(int) > int(cores)).tolist()
+    return table.assign(oversubscribed=pd.Series(values, index=table.index, dtype=object))

@@ -4,11 +4,13 @@ The bootstrap makes an analysis the slow step (seconds to minutes); a report run
 on the same run and parameters, and a reader re-runs cells. ``analysis_of`` computes the analysis of
 a notebook's inputs once and keeps it in shlib's cache directory, keyed by everything it depends on:
 the run's files (metadata.json's bytes, each parquet's name, size and modification time), the
-runtimes, baseline, seed and resamples, and the versions of shlib, numpy, pandas and scipy.
+runtimes, baseline, seed and resamples, the analysis code itself, and the versions of shlib, numpy,
+pandas and scipy.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -16,6 +18,7 @@ import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
+import shlib.analysis as analysis_package
 from shlib import __version__
 from shlib.analysis.analyze import AnalysisResult, analyze_frame
 from shlib.paths import cache_dir
@@ -33,7 +36,18 @@ def analysis_key(inputs: AnalysisInputs) -> str:
             digest.update(f"{part.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     versions = [__version__, *(importlib_metadata.version(p) for p in ("numpy", "pandas", "scipy"))]
     digest.update(repr((sorted(inputs.runtimes), inputs.baseline, inputs.seed, inputs.n_resamples, versions)).encode())
+    digest.update(_analysis_code())
     return digest.hexdigest()[:24]
+
+
+@functools.cache
+def _analysis_code() -> bytes:
+    """The analysis package's own files, hashed: a changed method never serves a stale cached analysis."""
+    digest = hashlib.sha256()
+    root = Path(analysis_package.__file__).parent
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".csv") and p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.digest()
 
 
 def cache_path(inputs: AnalysisInputs) -> Path:

@@ -145,7 +145,8 @@ def plot_load_times(summary: pd.DataFrame, colors: Mapping[str, str] | None = No
         ax.grid(axis="y", alpha=0.3)
     handles = [Line2D([], [], color=colours[r], marker=_MARKERS[0], label=r) for r in runtimes]
     fig.legend(handles=handles, loc="outside right upper", title="runtime", fontsize="small")
-    fig.suptitle("Module load time (points: median; whiskers: 95% interval of the median, independent trials)")
+    fig.suptitle("Module load time (points: median; whiskers: 95% batch-aware interval of the median; none: too few "
+                 "batches)")
     return fig
 
 

@@ -93,16 +93,22 @@ def factor_note(frame: pd.DataFrame, factor: str, needed: int = 2, what: str = "
 
 
 def concurrency_reading(ratio_summary: pd.DataFrame, scaling: pd.DataFrame, baseline: str,
-                        statistic: str = "median") -> str:
-    """How load times and ratios change from the lowest to the highest concurrency, in words."""
+                        statistic: str = "median", growth: pd.DataFrame | None = None) -> str:
+    """How load times and ratios change from the lowest to the highest concurrency, in words, each with its interval.
+
+    ``growth`` (``AnalysisResult.growth``): each runtime's load time at its highest level over its lowest.
+    The trend of each ratio is given per module only where a log-linear trend fits (``scaling``'s
+    lack-of-fit test); elsewhere the per-level ratios are the reading. Oversubscribed cells are labelled.
+    """
     rows = ratio_overview(ratio_summary, baseline, statistic)
     lines = []
-    if len(scaling):
-        growth = scaling.groupby("runtime")["pct_per_container"].agg(lambda s: _gmean_pct(s.to_numpy(float)))
-        for runtime, pct in growth.items():
-            if np.isfinite(pct):
-                lines.append(f"`{runtime}`: median load time changes by {pct:+.1f}% per extra container "
-                             "(geometric mean over modules of the fitted slopes)")
+    if growth is not None and len(growth):
+        for runtime, part in growth.groupby("runtime", sort=True):
+            top = part.sort_values("concurrency").iloc[-1]
+            lines.append(f"`{runtime}`: median load time with {int(top['concurrency'])} containers at once is "
+                         f"{interval_text(top['ratio'], top['ci_low'], top['ci_high'])} that with "
+                         f"{int(top['from_concurrency'])} (geometric mean over {int(top['n_modules'])} modules)"
+                         + _crowded(top))
     levels = sorted(rows["concurrency"].unique()) if len(rows) else []
     if len(levels) >= 2:
         lo, hi = levels[0], levels[-1]
@@ -112,17 +118,28 @@ def concurrency_reading(ratio_summary: pd.DataFrame, scaling: pd.DataFrame, base
             if len(a) and len(b):
                 ra, rb = a.iloc[0], b.iloc[0]
                 lines.append(f"`{runtime!s}` / `{baseline}`: {interval_text(ra.ratio, ra.ci_low, ra.ci_high)} with "
-                             f"{lo} container(s) at once, {interval_text(rb.ratio, rb.ci_low, rb.ci_high)} with {hi}")
+                             f"{lo} container(s) at once, {interval_text(rb.ratio, rb.ci_low, rb.ci_high)} with {hi}"
+                             + _crowded(rb))
+    if len(scaling) and "ratio_trend_fits" in scaling.columns:
+        for runtime, part in scaling[scaling["ratio_trend_fits"].notna()].groupby("runtime", sort=True):
+            fits = part[part["ratio_trend_fits"].astype(bool)]
+            bent = part[~part["ratio_trend_fits"].astype(bool)]
+            said = [f"{r.module} {r.ratio_pct_per_container:+.1f}% [{r.ratio_pct_ci_low:+.1f}%, "
+                    f"{r.ratio_pct_ci_high:+.1f}%] per extra container" for r in fits.itertuples()
+                    if np.isfinite(r.ratio_pct_per_container)]
+            text = f"`{runtime}` / `{baseline}` trend: " + "; ".join(said)
+            if len(bent):
+                text += ("; " if said else "") + (f"no log-linear trend fits for {', '.join(bent['module'])} "
+                                                  "(lack-of-fit p < 0.05): read the per-level ratios")
+            lines.append(text)
     if not lines:
         return "_Too few concurrency levels or runtimes to say how load time scales._"
     return "**How concurrency changes the result** (computed from the data):\n\n" + "\n".join(f"- {x}" for x in lines)
 
 
-def _gmean_pct(pcts: np.ndarray) -> float:
-    pcts = pcts[np.isfinite(pcts)]
-    if len(pcts) == 0:
-        return math.nan
-    return float(100 * (np.exp(np.mean(np.log1p(pcts / 100))) - 1))
+def _crowded(row: Any) -> str:
+    flag = row.get("oversubscribed") if hasattr(row, "get") else getattr(row, "oversubscribed", None)
+    return " (CPU oversubscribed: more loads at once than cores)" if flag is True else ""
 
 
 def gvisor_reading(variants: pd.DataFrame, overview: pd.DataFrame, contrasts: pd.DataFrame, baseline: str) -> str:
@@ -164,8 +181,13 @@ def headline_lines(result: AnalysisResult) -> list[str]:
     if baseline is not None and len(summary):
         rows = summary[(summary["baseline"] == baseline) & (summary["statistic"] == HEADLINE_STATISTIC)]
         factors = [f for f in FACTORS if f in rows.columns]
-        for _, row in rows[rows["concurrency"].isin([levels[0], levels[-1]])].iterrows():
+        cores = facts.get("cores")
+        fit = [c for c in levels if cores is None or c <= cores]
+        shown = sorted({levels[0], fit[-1] if fit else levels[0], levels[-1]})
+        for _, row in rows[rows["concurrency"].isin(shown)].iterrows():
             where = "".join(f", {f}={row[f]}" for f in factors)
+            if cores is not None and row["concurrency"] > cores:
+                where += f" (CPU oversubscribed: {row['concurrency']} loads at once on {cores} cores)"
             if not np.isfinite(row["gmean_ratio"]):
                 lines.append(f"{row['runtime']}: no ratio to {baseline} at concurrency {row['concurrency']}{where} "
                              f"({row['note']})")
@@ -181,11 +203,18 @@ def headline_lines(result: AnalysisResult) -> list[str]:
     if "gvisor" not in facts["kinds"]:
         lines.append("No gVisor runtime in this run: the study's gVisor claims are not measured.")
     for _, row in tables["replication"].iterrows():
-        if row["verdict"].startswith("not measured"):
-            lines.append(f"Claim '{row['claim']}': {row['verdict']}.")
-        else:
-            lines.append(f"Claim '{row['claim']}': {row['runtime']} / {row['baseline']} {row['statistic']} cell ratio "
-                         f"{row['estimate']:.2f}x [{row['ci_low']:.2f}, {row['ci_high']:.2f}] vs claimed "
-                         f"{row['claimed_value']:g}x -> {row['verdict']}"
-                         + (f" ({row['note']})." if isinstance(row["note"], str) and row["note"] else "."))
+        lines.append(replication_line(row))
     return lines
+
+
+def replication_line(row: Any) -> str:
+    """One replication verdict in words: the claim, the pair, the verdict and its reason (with its interval)."""
+    if str(row["verdict"]).startswith("not measured"):
+        return f"Claim '{row['claim']}': {row['verdict']} ({row['reason']})."
+    text = (f"Claim '{row['claim']}': {row['runtime']} / {row['baseline']} -> {str(row['verdict']).upper()}: "
+            f"{row['reason']}.")
+    if np.isfinite(float(row.get("gmean_ratio", math.nan))):
+        text += (f" Geometric mean over modules at {int(row['gmean_concurrency'])} container(s): "
+                 f"{interval_text(row['gmean_ratio'], row['gmean_ci_low'], row['gmean_ci_high'])}.")
+    note = row.get("note")
+    return text + (f" ({note})" if isinstance(note, str) and note else "")

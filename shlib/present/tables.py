@@ -136,9 +136,9 @@ def ratio_overview(ratio_summary: pd.DataFrame, baseline: str | None = None, sta
     if runtimes is not None:
         rows = rows[rows["runtime"].isin(list(runtimes))]
     out = rows.rename(columns={"gmean_ratio": "ratio"})
-    keep = [c for c in ("runtime", "runtime_kind", "baseline", "concurrency", "mount", "cache", "node_version",
-                        "load_mode", "ratio", "ci_low", "ci_high", "n_modules", "min_module_ratio",
-                        "max_module_ratio", "ci_method", "note") if c in out.columns]
+    keep = [c for c in ("runtime", "runtime_kind", "baseline", "concurrency", "oversubscribed", "mount", "cache",
+                        "node_version", "load_mode", "ratio", "ci_low", "ci_high", "n_modules", "ci_method", "note")
+            if c in out.columns]
     return out[keep].reset_index(drop=True)
 
 
@@ -173,14 +173,59 @@ def ratio_by_concurrency(ratio_summary: pd.DataFrame, baseline: str, statistic: 
         return rows
     text = [interval_text(r.ratio, r.ci_low, r.ci_high) for r in rows.itertuples()]
     table = rows.assign(text=text).pivot(index="runtime", columns="concurrency", values="text")
-    table.columns = [f"c={c}" for c in table.columns]
+    crowded = set(rows.loc[rows["oversubscribed"] == True, "concurrency"]) if "oversubscribed" in rows else set()  # noqa: E712
+    table.columns = [f"c={c}" + (" (CPU oversubscribed)" if c in crowded else "") for c in table.columns]
     return table
 
 
 def interval_text(value: Any, low: Any, high: Any) -> str:
+    """'3.20x [2.71, 3.80]'; an estimate without an interval says so."""
     value, low, high = float(value), float(low), float(high)
     if not np.isfinite(value):
         return "n/a"
     if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{value:.2f}x"
+        return f"{value:.2f}x (no interval)"
     return f"{value:.2f}x [{low:.2f}, {high:.2f}]"
+
+
+def tests_overview(tests: pd.DataFrame) -> pd.DataFrame:
+    """The tests table at a glance: runtime (rows) x concurrency (columns), 'ratio [low, high] *' where * marks
+    a difference from the baseline significant after Holm's correction (the CSV keeps every column)."""
+    if len(tests) == 0:
+        return pd.DataFrame(columns=["runtime"])
+    text = [interval_text(r.ratio, r.ci_low, r.ci_high) + (" *" if r.significant else "")
+            + (" (oversubscribed)" if getattr(r, "oversubscribed", None) is True else "") for r in tests.itertuples()]
+    table = tests.assign(text=text).pivot_table(index="runtime", columns="concurrency", values="text",
+                                                aggfunc="first")
+    table.columns = [f"c={c}" for c in table.columns]
+    return table
+
+
+def replication_overview(replication: pd.DataFrame) -> pd.DataFrame:
+    """The replication table at a glance: claim, runtime pair, verdict, the interval it rests on and its reason."""
+    if len(replication) == 0:
+        return replication
+    rows = []
+    for r in replication.itertuples():
+        measured = isinstance(r.runtime, str) and bool(r.runtime)
+        rows.append({"claim": r.claim, "runtime": r.runtime if measured else "", "baseline": r.baseline if measured
+                     else "", "verdict": r.verdict,
+                     "max/min cell ratio [simultaneous interval]": interval_text(r.estimate, r.ci_low, r.ci_high)
+                     if measured else "",
+                     "gmean over modules [interval]": interval_text(r.gmean_ratio, r.gmean_ci_low, r.gmean_ci_high)
+                     if measured else "", "reason": r.reason, "note": r.note if isinstance(r.note, str) else ""})
+    return pd.DataFrame(rows)
+
+
+def trend_overview(scaling: pd.DataFrame) -> pd.DataFrame:
+    """The ratio's trend with concurrency per runtime and module: per-level ratios, the lack-of-fit p and the slope
+    (given only where a log-linear trend fits)."""
+    if len(scaling) == 0 or "ratio_by_level" not in scaling.columns:
+        return pd.DataFrame(columns=["runtime", "module"])
+    rows = scaling[scaling["ratio_by_level"].astype(str) != ""]
+    slope = [f"{r.ratio_pct_per_container:+.1f}% [{r.ratio_pct_ci_low:+.1f}%, {r.ratio_pct_ci_high:+.1f}%]"
+             if np.isfinite(r.ratio_pct_per_container) else "no slope: a log-linear trend does not fit"
+             if r.ratio_trend_fits is False else "" for r in rows.itertuples()]
+    keep = [c for c in ("runtime", "module", "mount", "cache", "node_version", "load_mode") if c in rows.columns]
+    return rows[keep].assign(ratio_by_level=rows["ratio_by_level"], lack_of_fit_p=rows["ratio_trend_p"].round(4),
+                             ratio_change_per_container=slope).reset_index(drop=True)
