@@ -22,11 +22,10 @@ import pyarrow as pa
 
 from shlib.results.metadata import RunMetadata
 from shlib.results.schema import COLUMNS, SCHEMA, runtime_kind
-from shlib.results.store import ResultsStore, write_table
+from shlib.results.store import ResultsStore, frame_of, write_table
 
 DEFAULT_MODULES: dict[str, float] = {"lodash": 40.0, "express": 80.0, "react": 30.0}
 DEFAULT_SPEEDS: dict[str, float] = {"runc": 1.0, "runsc-sim": 3.0}
-_CATEGORIES = ("runtime", "runtime_kind", "module", "status", "mount", "cache", "load_mode")
 
 
 @dataclass
@@ -214,11 +213,7 @@ def _as_results_frame(columns: dict[str, Any], n: int) -> pd.DataFrame:
             arrays[name] = pa.array(columns[name], type=SCHEMA.field(name).type, from_pandas=True)
         else:
             arrays[name] = pa.nulls(n, type=SCHEMA.field(name).type)
-    table = pa.Table.from_pydict(arrays, schema=SCHEMA)
-    frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.int64(): pd.Int64Dtype()}.get)
-    for name in _CATEGORIES:
-        frame[name] = frame[name].astype("category")
-    return frame
+    return frame_of(pa.Table.from_pydict(arrays, schema=SCHEMA))
 
 
 def write_results_dir(frame: pd.DataFrame, run_dir: str | Path, metadata: Mapping[str, Any] | None = None) -> Path:
