@@ -516,3 +516,12 @@ def test_load_time_growth_has_intervals():
     assert runc["ci_low"] < math.exp(0.2 * 3) < runc["ci_high"]
     runsc = table[table["runtime"] == "runsc"].iloc[0]
     assert runsc["ci_low"] < 1.0 < runsc["ci_high"]
+
+
+def test_distinct_permutations_of_many_batches_do_not_overflow():
+    """A large run (hundreds of batches per stratum) has more rearrangements than a float holds."""
+    from shlib.analysis.significance import _distinct_permutations
+
+    label = np.tile([True, False], 1000)
+    assert _distinct_permutations(np.zeros(2000, dtype=int), label) == math.inf
+    assert _distinct_permutations(np.array([0, 0, 1, 1]), np.array([True, False, True, False])) == 4.0

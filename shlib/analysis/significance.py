@@ -190,11 +190,12 @@ def _permutation_test(rows: pd.DataFrame, base: pd.DataFrame, seed: int, n_permu
 
 
 def _distinct_permutations(codes: np.ndarray, label: np.ndarray) -> float:
-    total = 1.0
+    """How many distinct rearrangements of the labels within strata exist (inf beyond a float's range)."""
+    total = 1
     for c in np.unique(codes):
         inside = label[codes == c]
         total *= math.comb(len(inside), int(inside.sum()))
-    return total
+    return float(total) if total.bit_length() < 1000 else math.inf
 
 
 def _effect(ratio_summary: pd.DataFrame | None, runtime: str, baseline: str, desc: dict) -> dict:
