@@ -167,3 +167,15 @@ def test_the_smoke_cache_write_is_atomic(tmp_path, private_cache, monkeypatch):
     assert "exit 3" in reason  # the failed write cost only the caching
     assert list(json.loads(before).values()) == [""]
     assert [p.name for p in cache.parent.iterdir()] == ["runtime-smoke.json"]  # no temp file left
+
+
+def test_cache_writers_side_by_side_keep_every_entry(private_cache):
+    """Smoke tests run in threads and write the same cache: no entry may be lost to a read-modify-write race."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shlib.collect.cache import add_to_cache, cache_file, read_cache
+
+    cache = cache_file("race.json")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: add_to_cache(cache, f"k{i}", i), range(200)))
+    assert read_cache(cache) == {f"k{i}": i for i in range(200)}
