@@ -26,8 +26,13 @@ def cli() -> None:
     """Measure how fast container runtimes load a shared npm library volume."""
 
 
-def doctor_report(recheck: bool = False) -> dict[str, Any]:
-    """Engine, runtimes (available or why not) and host facts, as a dict."""
+def doctor_report(refresh: bool = False, recheck: bool | None = None) -> dict[str, Any]:
+    """Engine, runtimes (available or why not) and host facts, as a dict.
+
+    Every runtime is smoke-tested (cached per binary and flags); ``refresh`` (old name: ``recheck``)
+    tests them all again.
+    """
+    refresh = refresh or bool(recheck)
     from shlib.collect.engine import connect, engine_facts
     from shlib.collect.host import host_facts
     from shlib.collect.runtimes import catalog
@@ -38,16 +43,21 @@ def doctor_report(recheck: bool = False) -> dict[str, Any]:
         engine: dict[str, Any] = {"reachable": True, **engine_facts(client)}
     except EngineUnavailable as exc:
         client, engine = None, {"reachable": False, "error": str(exc)}
-    runtimes = catalog(client, recheck=recheck)
+    runtimes = catalog(client, refresh=refresh)
     return {"engine": engine, "runtimes": {n: r.as_dict() for n, r in runtimes.items()}, "host": host_facts()}
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--recheck", is_flag=True, help="Smoke-test gVisor runtimes again instead of using cached results.")
-def doctor(as_json: bool, recheck: bool) -> None:
-    """What this host can measure: engine, every runtime (available or why not), host facts."""
-    report = doctor_report(recheck)
+@click.option("--refresh", "--recheck", "refresh", is_flag=True,
+              help="Smoke-test every runtime again instead of using cached results (--recheck: the old name).")
+def doctor(as_json: bool, refresh: bool) -> None:
+    """What this host can measure: engine, every runtime (available or why not), host facts.
+
+    A runtime is available once a trivial container under it started and exited in time (native:
+    node -e 0); verdicts are cached per binary version and flags until --refresh.
+    """
+    report = doctor_report(refresh)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
