@@ -34,7 +34,7 @@ def doctor_report(refresh: bool = False, recheck: bool | None = None) -> dict[st
     """
     refresh = refresh or bool(recheck)
     from shlib.collect.engine import connect, engine_facts
-    from shlib.collect.host import host_facts
+    from shlib.collect.host import host_facts, kvm_facts
     from shlib.collect.runtimes import catalog
     from shlib.errors import EngineUnavailable
 
@@ -44,7 +44,8 @@ def doctor_report(refresh: bool = False, recheck: bool | None = None) -> dict[st
     except EngineUnavailable as exc:
         client, engine = None, {"reachable": False, "error": str(exc)}
     runtimes = catalog(client, refresh=refresh)
-    return {"engine": engine, "runtimes": {n: r.as_dict() for n, r in runtimes.items()}, "host": host_facts()}
+    return {"engine": engine, "runtimes": {n: r.as_dict() for n, r in runtimes.items()}, "host": host_facts(),
+            "virtualisation": kvm_facts()}
 
 
 @cli.command()
@@ -80,6 +81,12 @@ def doctor(as_json: bool, refresh: bool) -> None:
     click.echo(f"host: {host['cpu_model']}, {host['cpu_count']} cores, "
                f"{(host['mem_total_bytes'] or 0) / 2**30:.1f} GiB, kernel {host['kernel']}, "
                f"cgroups {host['cgroup_layout']}")
+    kvm = report["virtualisation"]
+    flags = ", ".join(kvm["hw_virt_flags"]) or "no vmx/svm"
+    click.echo(f"virtualisation: /dev/kvm {'present' if kvm['dev_kvm'] else 'absent'}, {kvm['kind']} ({flags}"
+               f"{', kvm_pvm module' if kvm['kvm_pvm_module'] else ''})")
+    if kvm["problem"]:
+        click.echo(f"  {kvm['problem']}")
 
 
 @cli.command()

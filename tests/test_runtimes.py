@@ -264,3 +264,50 @@ def test_cache_writers_side_by_side_keep_every_entry(private_cache):
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda i: add_to_cache(cache, f"k{i}", i), range(200)))
     assert read_cache(cache) == {f"k{i}": i for i in range(200)}
+
+
+def _fake_root(tmp_path: Path, kvm: bool, pvm: bool, flags: str) -> Path:
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    (root / "proc").mkdir()
+    if kvm:
+        (root / "dev" / "kvm").write_text("")
+    if pvm:
+        (root / "sys" / "module" / "kvm_pvm" / "parameters").mkdir(parents=True)
+    (root / "proc" / "cpuinfo").write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu {flags} sse2\n\n")
+    return root
+
+
+@pytest.mark.parametrize("kvm,pvm,flags,kind", [
+    (True, True, "hypervisor lm", "pvm"), (True, False, "vmx lm", "hardware"), (True, True, "svm", "hardware"),
+    (False, False, "lm", "none"), (True, False, "lm", "unknown"),
+])
+def test_kvm_facts_from_a_fake_sysfs_and_cpuinfo(tmp_path, kvm, pvm, flags, kind):
+    from shlib.collect.host import kvm_facts
+
+    facts = kvm_facts(_fake_root(tmp_path, kvm, pvm, flags))
+    assert facts["kind"] == kind
+    assert ("paravirtual" in facts["problem"]) == (kind == "pvm")
+    assert bool(facts["problem"]) == (kind in ("pvm", "none"))
+
+
+def test_doctor_says_why_kata_cannot_run_on_a_pvm_host(tmp_path, private_cache):
+    """doctor on a fake PVM host (no engine): the virtualisation line explains it, Kata's reason names it."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SHLIB_HOST_ROOT": str(_fake_root(tmp_path, True, True, "hypervisor")),
+           "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock", "SHLIB_CACHE": str(tmp_path / "cache")}
+    text = subprocess.run([sys.executable, "-m", "shlib.cli", "doctor"], capture_output=True, text=True, env=env,
+                          timeout=120, check=True).stdout
+    assert "virtualisation: /dev/kvm present, pvm (no vmx/svm, kvm_pvm module)" in text
+    assert "Kata cannot run on this host" in text and "runsc's kvm platform spins" in text
+    report = json.loads(subprocess.run([sys.executable, "-m", "shlib.cli", "doctor", "--json"], capture_output=True,
+                                       text=True, env=env, timeout=120, check=True).stdout)
+    assert report["virtualisation"]["kind"] == "pvm"
+    assert "paravirtual" in report["runtimes"]["io.containerd.kata.v2"]["reason"]
+    env["SHLIB_HOST_ROOT"] = str(_fake_root(tmp_path / "hw", True, False, "vmx"))
+    text = subprocess.run([sys.executable, "-m", "shlib.cli", "doctor"], capture_output=True, text=True, env=env,
+                          timeout=120, check=True).stdout
+    assert "hardware (vmx)" in text and "paravirtual" not in text

@@ -34,6 +34,7 @@ import requests.exceptions
 from shlib.collect.cache import add_to_cache, cache_file, read_cache
 from shlib.collect.docker_batch import reap_runtime
 from shlib.collect.engine import LABEL
+from shlib.collect.host import kvm_facts
 from shlib.errors import RuntimeUnavailable, SpecError
 from shlib.results.schema import runtime_kind
 
@@ -313,15 +314,22 @@ def catalog(client: docker.DockerClient | None, refresh: bool = False, timeout_s
         elif reason:
             rt.hint = ("the runtime did not pass a trivial container; check it by hand: docker run --rm "
                        f"--runtime={name} --network=none {SMOKE_IMAGE}")
+    kvm = kvm_facts()
+    for rt in runtimes.values():
+        if kvm["kind"] == "pvm" and not rt.available and (rt.kind == "kata" or rt.platform == "kvm"):
+            rt.reason += f"; {kvm['summary']}"  # a registered one that failed: say why it cannot work here
     for name in KATA_NAMES:
         if name not in runtimes:
             shim = shutil.which("containerd-shim-kata-v2") if name == KATA_NAMES[0] else shutil.which("kata-runtime")
             why = "not registered with the Docker engine" if client is not None else engine_reason
             if shim:
                 why += f" (found {shim}; register it in /etc/docker/daemon.json)"
-            elif not os.path.exists("/dev/kvm"):
-                why += "; no /dev/kvm for its VMs"
-            runtimes[name] = Runtime(name=name, kind="kata", available=False, reason=why, path=shim, hint=KATA_HINT)
+            if kvm["summary"]:
+                why += f"; {kvm['summary']}"
+            runtimes[name] = Runtime(name=name, kind="kata", available=False, reason=why, path=shim,
+                                     hint=KATA_HINT if kvm["kind"] != "pvm" else
+                                     "Kata cannot run on this host (paravirtual KVM); measure it on a host with "
+                                     "VT-x/AMD-V: " + KATA_HINT)
     if client is None:
         for name in ("runc", "crun"):
             runtimes.setdefault(name, Runtime(name=name, kind=name, available=False, reason=engine_reason,
