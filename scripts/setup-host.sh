@@ -74,7 +74,7 @@ if [ -f "$unified/cgroup.controllers" ] && [ "$(tr -d '\n' < "$unified/cgroup.co
 fi
 
 # 4. Register the runtimes with the engine (merging, with a backup, never clobbering).
-register_args=(--daemon-json "$daemon_json" --system-runsc /usr/bin/runsc --crun "$(command -v crun)")
+register_args=(--daemon-json "$daemon_json" --system-runsc /usr/bin/runsc --crun "$(command -v crun)" --switch-variants)
 [ -n "$trixie_runsc" ] && register_args+=(--extra-runsc "$trixie_runsc")
 changed=$(PYTHONPATH="$repo" "$python" -m shlib.collect.daemon_json "${register_args[@]}")
 say "$changed"
