@@ -128,3 +128,28 @@ def test_main_refuses_invalid_json(tmp_path: Path, capsys):
     assert daemon_json.main(["--daemon-json", str(path)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
     assert path.read_text() == "{not json"
+
+
+@pytest.mark.docker
+def test_every_switch_variant_starts_a_container_here(client, tmp_path, monkeypatch):
+    """The variants setup registers for the runsc builds of this host each pass the catalog's smoke test."""
+    from reliability_helpers import extra_runtimes
+
+    from shlib.collect.runtimes import catalog
+
+    binaries = [b for b in ("/usr/bin/runsc", *sorted(Path("/opt/shlib").glob("runsc-*/usr/bin/runsc")))
+                if Path(b).exists()]
+    if not binaries:
+        pytest.skip("no runsc binary on this host (scripts/setup-host.sh installs them)")
+    wanted = {}
+    for binary in map(str, binaries):
+        entries = daemon_json.runsc_entries(binary, switches=True)
+        wanted.update({n: e for n, e in entries.items() if not n.endswith("-kvm") and n.count("-") == 3})
+    assert wanted
+    monkeypatch.setenv("SHLIB_CACHE", str(tmp_path / "cache"))
+    have = client.info()["Runtimes"]
+    with extra_runtimes(client, {n: e for n, e in wanted.items() if n not in have}):
+        cat = catalog(client)
+    for name in wanted:
+        assert cat[name].available, (name, cat[name].reason)
+        assert cat[name].args == wanted[name]["runtimeArgs"]
