@@ -43,9 +43,17 @@ def doctor_report(refresh: bool = False, recheck: bool | None = None) -> dict[st
         engine: dict[str, Any] = {"reachable": True, **engine_facts(client)}
     except EngineUnavailable as exc:
         client, engine = None, {"reachable": False, "error": str(exc)}
+    from shlib.analysis.variants import describe_variants
+
     runtimes = catalog(client, refresh=refresh)
-    return {"engine": engine, "runtimes": {n: r.as_dict() for n, r in runtimes.items()}, "host": host_facts(),
-            "virtualisation": kvm_facts()}
+    described = {n: r.as_dict() for n, r in runtimes.items()}
+    variants = describe_variants(described, list(described))
+    switch_columns = ["gvisor_build", "platform", "directfs", "file_access_mounts", "overlay2", "dcache"]
+    for row in variants.to_dict("records"):
+        if row["kind"] == "gvisor":  # the switches the variant runs with, its build's defaults filled in
+            described[row["runtime"]]["switches"] = {c: row[c] for c in switch_columns}
+    return {"engine": engine, "runtimes": described, "host": host_facts(), "virtualisation": kvm_facts()}
+
 
 
 @cli.command()

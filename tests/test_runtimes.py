@@ -312,3 +312,23 @@ def test_doctor_says_why_kata_cannot_run_on_a_pvm_host(tmp_path, private_cache):
     text = subprocess.run([sys.executable, "-m", "shlib.cli", "doctor"], capture_output=True, text=True, env=env,
                           timeout=120, check=True).stdout
     assert "hardware (vmx)" in text and "paravirtual" not in text
+
+
+def test_doctor_report_gives_each_gvisor_variant_its_switches(monkeypatch, private_cache):
+    from shlib.cli import doctor_report
+    from shlib.collect.runtimes import Runtime
+
+    def fake_catalog(client, refresh=False):
+        return {"runc": Runtime("runc", "runc", True),
+                "runsc-20240729-systrap-nodirectfs": Runtime(
+                    "runsc-20240729-systrap-nodirectfs", "gvisor", True, path="/x/runsc",
+                    args=["--network=none", "--platform=systrap", "--directfs=false"],
+                    version="runsc version 0.0~20240729.0", platform="systrap")}
+
+    monkeypatch.setattr(runtimes, "catalog", fake_catalog)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+    report = doctor_report()
+    assert "switches" not in report["runtimes"]["runc"]
+    assert report["runtimes"]["runsc-20240729-systrap-nodirectfs"]["switches"] == {
+        "gvisor_build": "20240729", "platform": "systrap", "directfs": "false", "file_access_mounts": "shared",
+        "overlay2": "root:self", "dcache": "-1"}

@@ -10,7 +10,8 @@ another (defaults against defaults: the generation with the defaults it brought)
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -91,6 +92,12 @@ def runtime_variants(metadata: RunMetadata | None, runtimes: Iterable[str], fram
     is described from its name.
     """
     known = {n: r.model_dump() for n, r in metadata.runtimes.items()} if metadata is not None else {}
+    return describe_variants(known, runtimes, frame)
+
+
+def describe_variants(known: Mapping[str, Mapping[str, Any]], runtimes: Iterable[str],
+                      frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``runtime_variants`` from catalog records (name -> kind, args, version, platform), e.g. a doctor report's."""
     rows = []
     for name in runtimes:
         rt = known.get(name) or {}
