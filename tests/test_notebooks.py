@@ -269,6 +269,8 @@ def test_gvisor_notebook_separates_build_and_platform(analysed):
     contrasts = output_of(nb, "contrast-table", "text/html")
     assert "build" in contrasts and "platform" in contrasts
     assert "build 20221219 -> 20240729" in output_of(nb, "reading", "text/markdown")
+    assert output_of(nb, "switch-table", "text/html")  # the switch section runs (empty without switch variants)
+    assert "switch" in output_of(nb, "switch-reading", "text/markdown").lower()
 
 
 @pytest.fixture(scope="module")

@@ -80,3 +80,28 @@ def test_each_switch_is_contrasted_with_its_build_default():
     assert list(dict.fromkeys(c["factor"])) == ["gvisor_build", "platform", "directfs", "file_access_mounts",
                                                 "overlay2", "dcache"]
     assert set(c.loc[c["factor"] == "directfs", "gvisor_build"]) == {"20240729"}
+
+
+def test_switch_effects_and_reading_say_which_switches_matter():
+    from shlib.present.readings import switch_reading
+    from shlib.present.tables import switch_effects
+
+    v = runtime_variants(metadata(), ["runc", *REGISTERED])
+    pairs = _all_pairs(list(REGISTERED))
+    slow = pairs["runtime"] == "runsc-20240729-systrap-nodirectfs"
+    pairs.loc[slow, ["gmean_ratio", "ci_low", "ci_high"]] = [1.5, 1.3, 1.7]
+    fast = pairs["runtime"] == "runsc-20240729-systrap-exclusive"
+    pairs.loc[fast, ["gmean_ratio", "ci_low", "ci_high"]] = [0.8, 0.7, 0.9]
+    c = gvisor_contrasts(v, pairs)
+    table = switch_effects(c).set_index(["factor", "change", "build", "concurrency"])
+    assert table.at[("directfs", "true -> false", "20240729", 1), "effect"] == "slower"
+    assert table.at[("directfs", "true -> false", "20240729", 1), "load_time_ratio"] == "1.50x [1.30, 1.70]"
+    assert table.at[("file-access-mounts", "shared -> exclusive", "20240729", 2), "effect"] == "faster"
+    assert table.at[("overlay2", "root:self -> none", "20240729", 1), "effect"].startswith("no clear effect")
+    text = switch_reading(c)
+    lines = [x for x in text.splitlines() if x.startswith("- ")]
+    assert lines[0].startswith("- directfs true -> false (build 20240729): load time x 1.50x [1.30, 1.70] at "
+                               "concurrency 1")  # the largest effect first
+    assert not any(x.startswith("- build") or x.startswith("- platform") for x in lines)
+    assert "No switch variant" in switch_reading(c[c["factor"] == "platform"])
+
