@@ -129,7 +129,7 @@ def setup(host_setup: bool, nodes: tuple[str, ...], modules: str) -> None:
 
 @cli.command()
 @click.argument("spec_file", required=False, type=click.Path(dir_okay=False))
-@click.option("--preset", help="A named preset instead of a spec file (quick, paper, smoke).")
+@click.option("--preset", help="A named preset instead of a spec file (quick, paper, smoke, gvisor-settings).")
 @click.option("--out", type=click.Path(file_okay=False), help="Results directory (default runs/<run_id>).")
 @click.option("--resume", is_flag=True, help="Complete the run already in --out.")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=YAML",

@@ -105,3 +105,14 @@ def test_switch_effects_and_reading_say_which_switches_matter():
     assert not any(x.startswith("- build") or x.startswith("- platform") for x in lines)
     assert "No switch variant" in switch_reading(c[c["factor"] == "platform"])
 
+
+def test_the_gvisor_settings_preset():
+    from shlib.spec.spec import preset
+
+    spec = preset("gvisor-settings")
+    assert spec.concurrency == [1, 2] and spec.repetitions == 6 and spec.seed is not None
+    assert spec.modules == preset("paper").modules
+    names = set(spec.runtimes)
+    assert {"runc", "runsc-20240729-systrap", "runsc-20221219-ptrace"} <= names
+    suffixes = {n.removeprefix("runsc-20240729-systrap-") for n in names if n.startswith("runsc-20240729-systrap-")}
+    assert suffixes == {"nodirectfs", "exclusive", "overlaynone", "dcache100", "dcache10000"}
