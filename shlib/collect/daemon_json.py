@@ -157,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--system-runsc", action="append", default=[], help="runsc binary to register")
     parser.add_argument("--extra-runsc", action="append", default=[], help="runsc binary, with file-access variant")
     parser.add_argument("--crun", help="crun binary to register as 'crun'")
+    parser.add_argument("--kata-config", type=Path,
+                        help="Kata configuration.toml to derive one variant per shared_fs / virtio_fs_cache from")
+    parser.add_argument("--kata-dir", type=Path, default=Path("/opt/shlib/kata"),
+                        help="where the Kata variants' configuration files are written")
+    parser.add_argument("--kata-major", type=int, default=3, help="Kata major version (1: kata-runtime --kata-config)")
     parser.add_argument("--switch-variants", action="store_true",
                         help="also register one variant per gVisor switch (directfs, file access, overlay2, dcache)")
     args = parser.parse_args(argv)
@@ -168,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         wanted.update(runsc_entries(binary, file_access_variants=True, switches=args.switch_variants))
     if args.crun and os.path.exists(args.crun):
         wanted["crun"] = {"path": args.crun}
+    if args.kata_config:
+        from shlib.collect.kata import write_variant_configs
+
+        wanted.update(write_variant_configs(args.kata_config, args.kata_dir, args.kata_major))
     try:
         existing = json.loads(args.daemon_json.read_text() or "{}") if args.daemon_json.exists() else {}
     except json.JSONDecodeError as exc:
