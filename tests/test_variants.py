@@ -103,6 +103,7 @@ def test_switch_effects_and_reading_say_which_switches_matter():
     assert lines[0].startswith("- directfs true -> false (build 20240729): load time x 1.50x [1.30, 1.70] at "
                                "concurrency 1")  # the largest effect first
     assert not any(x.startswith("- build") or x.startswith("- platform") for x in lines)
+    assert lines[0].endswith(": slower") and "((" not in text and "))" not in text
     assert "No switch variant" in switch_reading(c[c["factor"] == "platform"])
 
 

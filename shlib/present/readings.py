@@ -178,7 +178,7 @@ def switch_reading(contrasts: pd.DataFrame) -> str:
         first = part.iloc[0]
         lines.append((max(abs(math.log(float(x))) for x in part["ratio"] if float(x) > 0) if len(part) else 0.0,
                       f"{FACTOR_LABELS.get(factor, factor)} {first['from_value']} -> {to_value} (build {build}): "
-                      f"load time x {cells} ({', '.join(words)})"))
+                      f"load time x {cells}: {', '.join(words)}"))
     lines.sort(key=lambda x: -x[0])
     return ("**Which switches matter** (each against its build's default, largest effect first; a ratio below 1 "
             "means the switch made loading faster):\n\n" + "\n".join(f"- {text}" for _, text in lines))
