@@ -83,6 +83,9 @@ def doctor(as_json: bool, refresh: bool) -> None:
         click.echo(f"  {mark}{name:36s} {rt['kind']:7s} {detail}")
         if not rt["available"]:
             click.echo(f"       unavailable: {rt['reason']}")
+            if rt.get("smoke_checked_at"):
+                click.echo(f"       smoke-tested {rt['smoke_checked_at']} "
+                           "(cached; 'shlib doctor --refresh' tests again)")
             if rt["hint"]:
                 click.echo(f"       to install: {rt['hint']}")
     host = report["host"]

@@ -136,8 +136,10 @@ def test_catalog_from_a_fake_engine(tmp_path, private_cache, monkeypatch):
     spec = make_spec({"runtimes": "all", "modules": ["lodash"]})
     assert set(select_runtimes(spec, cat)) == {n for n, r in cat.items() if r.available}
     assert "youki" not in select_runtimes(spec, cat) and "runsc-20240729-kvm" not in select_runtimes(spec, cat)
+    assert kvm.smoke_checked_at and systrap.smoke_checked_at  # when the (cached) verdict was established
+    assert cat["io.containerd.kata.v2"].smoke_checked_at is None  # not registered: nothing was tested
     tested.clear()
-    catalog(client)  # type: ignore[arg-type]
+    assert catalog(client)["runsc-20240729-kvm"].smoke_checked_at == kvm.smoke_checked_at  # type: ignore[arg-type]
     assert tested == []  # cached: a run's start-up costs no container
     catalog(client, refresh=True)  # type: ignore[arg-type]
     assert len(tested) == 4
@@ -242,6 +244,7 @@ def test_a_runtime_that_hangs_is_reported_and_left_out_of_all(client, tmp_path, 
         text = subprocess.run([sys.executable, "-m", "shlib.cli", "doctor"], capture_output=True, text=True,
                               timeout=120, env=env, check=True).stdout
         assert "unavailable: hangs: did not start within" in text
+        assert "(cached; 'shlib doctor --refresh' tests again)" in text
         monkeypatch.setenv("SHLIB_CACHE", env["SHLIB_CACHE"])
         start = time.monotonic()
         cat = catalog(client)  # cached: no second wait

@@ -69,6 +69,7 @@ class Runtime:
     version: str | None = None
     platform: str | None = None
     hint: str = ""
+    smoke_checked_at: str | None = None  # when the smoke verdict (cached until --refresh) was established
 
     @property
     def engine_name(self) -> str | None:
@@ -304,8 +305,13 @@ def catalog(client: docker.DockerClient | None, refresh: bool = False, timeout_s
     # uncached runtimes are tried side by side: a hang costs its deadline once, not once per runtime
     with ThreadPoolExecutor(max_workers=4) as pool:
         verdicts = dict(zip(todo, pool.map(lambda n: cached_smoke(keys[n], todo[n], refresh), todo), strict=True))
+    smoke_cache = read_cache(cache_file("runtime-smoke.json"))
+    native_entry = smoke_cache.get(smoke_key("native", node, ["-e", "0"], runtimes["native"].version)) if node else None
+    runtimes["native"].smoke_checked_at = native_entry.get("checked_at") if isinstance(native_entry, dict) else None
     for name, reason in verdicts.items():
         rt = runtimes[name]
+        entry = smoke_cache.get(keys[name])
+        rt.smoke_checked_at = entry.get("checked_at") if isinstance(entry, dict) else None
         if rt.kind == "crun" and reason and _crun_problem():
             reason += f"; likely cause: {_crun_problem()}"
         rt.available, rt.reason = not reason, reason
