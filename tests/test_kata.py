@@ -113,3 +113,37 @@ def test_kata_variants_are_kata_runtimes():
     from shlib.results.schema import runtime_kind
 
     assert {runtime_kind(v.name) for v in kata_variants("qemu")} == {"kata"}
+
+
+def test_a_kata_variant_is_recorded_with_its_config_and_described_by_its_settings(tmp_path, monkeypatch):
+    """The catalog keeps runtimeType and options (the ConfigPath: provenance); the analysis reads the settings."""
+    from shlib.analysis.variants import describe_variants
+    from shlib.collect import runtimes
+
+    monkeypatch.setenv("SHLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(runtimes, "smoke_container", lambda client, name, timeout_s=0: "")
+    base = tmp_path / "configuration.toml"
+    base.write_text(BASE)
+    entries = kata.write_variant_configs(base, tmp_path / "kata")
+
+    class Engine:
+        def info(self):
+            return {"Runtimes": {**entries, "runc": {"path": "runc"}}}
+
+        def version(self):
+            return {"Components": []}
+
+    cat = runtimes.catalog(Engine())  # type: ignore[arg-type]
+    never = cat["kata-virtiofs-never"]
+    assert never.kind == "kata" and never.available
+    assert never.runtime_type == "io.containerd.kata.v2"
+    assert never.options == {"ConfigPath": str(tmp_path / "kata" / "configuration-virtiofs-never.toml")}
+    records = {n: r.as_dict() for n, r in cat.items()}
+    v = describe_variants(records, [*entries, "runc", "kata-runtime"]).set_index("runtime")
+    assert tuple(v.loc["kata-virtiofs-never", ["shared_fs", "virtio_fs_cache"]]) == ("virtio-fs", "never")
+    assert tuple(v.loc["kata-9p", ["shared_fs", "virtio_fs_cache"]]) == ("virtio-9p", "")
+    assert tuple(v.loc["runc", ["shared_fs", "virtio_fs_cache"]]) == ("", "")
+    assert tuple(v.loc["kata-runtime", ["shared_fs", "virtio_fs_cache"]]) == ("", "")  # the host's own config
+    one = describe_variants({"k": {"kind": "kata", "args": ["--kata-config", "/x/configuration-virtiofs-always.toml"]}},
+                            ["k"])
+    assert tuple(one.loc[0, ["shared_fs", "virtio_fs_cache"]]) == ("virtio-fs", "always")  # Kata 1.x entry

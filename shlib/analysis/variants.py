@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -58,6 +59,22 @@ def _name_args(name: str) -> list[str]:
     return args
 
 
+def kata_settings(name: str, record: Mapping[str, Any]) -> dict[str, str]:
+    """A Kata variant's shared_fs and virtio_fs_cache, from the configuration file shlib generated for it
+    (``configuration-virtiofs-never.toml``, ``configuration-9p.toml``) or its runtime name; '' when unknown."""
+    config = str((record.get("options") or {}).get("ConfigPath") or "")
+    args = list(record.get("args") or [])
+    if "--kata-config" in args[:-1]:
+        config = args[args.index("--kata-config") + 1]
+    for text in (Path(config).stem.removeprefix("configuration-"), name.removeprefix("kata-")):
+        if text == "9p":
+            return {"shared_fs": "virtio-9p", "virtio_fs_cache": ""}
+        match = re.fullmatch(r"virtiofs-(never|metadata|auto|always)", text)
+        if match:
+            return {"shared_fs": "virtio-fs", "virtio_fs_cache": match.group(1)}
+    return {"shared_fs": "", "virtio_fs_cache": ""}
+
+
 def switch_values(args: Sequence[str], build: str) -> dict[str, str]:
     """The switches of a gVisor variant: its flags where given, the build's defaults elsewhere."""
     values = build_defaults(build)
@@ -86,7 +103,8 @@ def runtime_variants(metadata: RunMetadata | None, runtimes: Iterable[str], fram
                      ) -> pd.DataFrame:
     """Per runtime: family, build (date in its version), platform, file-access flags, other flags, trials,
     and the switches as columns (gvisor_build, directfs, file_access_mounts, overlay2, dcache; the build's
-    defaults where a flag is not given, '' for a switch the build lacks and for other runtimes).
+    defaults where a flag is not given, '' for a switch the build lacks and for other runtimes); for Kata,
+    shared_fs and virtio_fs_cache of the variant's configuration ('' when unknown).
 
     Read from the run's metadata (what the catalog recorded); a runtime missing there (simulated data)
     is described from its name.
@@ -117,6 +135,7 @@ def describe_variants(known: Mapping[str, Mapping[str, Any]], runtimes: Iterable
         if kind == "gvisor" and platform == "default":
             platform = row["platform"] = build_defaults(build)["platform"]
         row.update(gvisor_build=build, **{c: switches[c] for c in SWITCHES})
+        row.update(kata_settings(name, rt) if kind == "kata" else {"shared_fs": "", "virtio_fs_cache": ""})
         if frame is not None:
             rows_rt = frame[frame["runtime"].astype(str) == name]
             row["trials"] = int(rows_rt["trial_id"].nunique()) if "trial_id" in rows_rt else len(rows_rt)

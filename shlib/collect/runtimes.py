@@ -70,6 +70,8 @@ class Runtime:
     platform: str | None = None
     hint: str = ""
     smoke_checked_at: str | None = None  # when the smoke verdict (cached until --refresh) was established
+    runtime_type: str | None = None  # a shim runtime's type (daemon.json runtimeType), e.g. io.containerd.kata.v2
+    options: dict[str, Any] = field(default_factory=dict)  # its options, e.g. Kata's ConfigPath
 
     @property
     def engine_name(self) -> str | None:
@@ -294,13 +296,15 @@ def catalog(client: docker.DockerClient | None, refresh: bool = False, timeout_s
         spec = registered[name] or {}
         path = spec.get("path") or name
         args = list(spec.get("runtimeArgs") or [])
+        runtime_type, options = spec.get("runtimeType"), dict(spec.get("options") or {})
         kind = runtime_kind(name, path)
         version = runc_version if kind == "runc" else binary_version(path)
         platform = (next((a.split("=", 1)[1] for a in args if a.startswith("--platform=")), "default")
                     if kind == "gvisor" else None)
         runtimes[name] = Runtime(name=name, kind=kind, available=False, path=path, args=args, version=version,
-                                 platform=platform)
-        keys[name] = smoke_key(kind, path, args, version)
+                                 platform=platform, runtime_type=runtime_type, options=options)
+        extra = [f"{runtime_type}", *(f"{k}={v}" for k, v in sorted(options.items()))] if runtime_type else []
+        keys[name] = smoke_key(kind, path, [*args, *extra], version)
         todo[name] = (lambda n=name: smoke_container(client, n, timeout_s))  # type: ignore[misc]
     # uncached runtimes are tried side by side: a hang costs its deadline once, not once per runtime
     with ThreadPoolExecutor(max_workers=4) as pool:
