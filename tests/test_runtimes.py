@@ -335,3 +335,55 @@ def test_doctor_report_gives_each_gvisor_variant_its_switches(monkeypatch, priva
     assert report["runtimes"]["runsc-20240729-systrap-nodirectfs"]["switches"] == {
         "gvisor_build": "20240729", "platform": "systrap", "directfs": "false", "file_access_mounts": "shared",
         "overlay2": "root:self", "dcache": "-1"}
+
+
+class FakeAPI:
+    """docker.APIClient stand-in: a start that hangs (ReadTimeout) or a container that exits with ``code``."""
+
+    instances: list[FakeAPI] = []
+
+    def __init__(self, base_url=None, timeout=None, start_hangs=False, code=0):
+        self.timeout, self.start_hangs, self.code = timeout, start_hangs, code
+        self.closed, self.removed = False, []
+        FakeAPI.instances.append(self)
+
+    def create_host_config(self, **kwargs):
+        return kwargs
+
+    def create_container(self, image, command, **kwargs):
+        return {"Id": "c" * 64}
+
+    def start(self, container):
+        if self.start_hangs:
+            import requests
+
+            raise requests.exceptions.ConnectionError("UnixHTTPConnectionPool(host='localhost'): Read timed out.")
+
+    def wait(self, container, timeout=None):
+        return {"StatusCode": self.code}
+
+    def logs(self, container):
+        return b"boom"
+
+    def remove_container(self, container, force=False):
+        self.removed.append(container)
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("start_hangs,code,expected", [
+    (True, 0, "hangs: did not start within 3 s (killed)"), (False, 2, "fails: the smoke container exited 2: boom"),
+    (False, 0, ""),
+])
+def test_smoke_container_verdicts_reap_remove_and_close(monkeypatch, start_hangs, code, expected):
+    reaped = []
+    FakeAPI.instances.clear()
+    monkeypatch.setattr(runtimes, "smoke_image", lambda client: ("shlib-smoke:exit0", ["/true"]))
+    monkeypatch.setattr(runtimes.docker, "APIClient",
+                        lambda base_url, timeout: FakeAPI(base_url, timeout, start_hangs=start_hangs, code=code))
+    monkeypatch.setattr(runtimes, "reap_runtime", reaped.append)
+    assert runtimes.smoke_container(object(), "r", timeout_s=3) == expected  # type: ignore[arg-type]
+    api = FakeAPI.instances[0]
+    assert api.removed == ["c" * 64] and api.closed  # no container and no connection left behind
+    assert reaped == (["c" * 64] if start_hangs else [])

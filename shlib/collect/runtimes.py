@@ -234,6 +234,7 @@ def smoke_container(client: docker.DockerClient, runtime: str, timeout_s: float 
         return f"fails: could not {phase}: {(exc.explanation or str(exc)).strip()[-400:]}"
     finally:
         _remove_smoke(api, container_id or name)
+        api.close()
 
 
 def _remove_smoke(api: docker.APIClient, container: str) -> None:
