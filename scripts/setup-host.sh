@@ -74,8 +74,19 @@ if [ -f "$unified/cgroup.controllers" ] && [ "$(tr -d '\n' < "$unified/cgroup.co
 fi
 
 # 4. Register the runtimes with the engine (merging, with a backup, never clobbering).
-register_args=(--daemon-json "$daemon_json" --system-runsc /usr/bin/runsc --crun "$(command -v crun)")
+register_args=(--daemon-json "$daemon_json" --system-runsc /usr/bin/runsc --crun "$(command -v crun)" --switch-variants)
 [ -n "$trixie_runsc" ] && register_args+=(--extra-runsc "$trixie_runsc")
+# Kata, where installed: one runtime per shared_fs / virtio_fs_cache variant, each with its own
+# configuration.toml derived from the host's (docs/kata.md).
+for kata_config in /etc/kata-containers/configuration.toml /opt/kata/share/defaults/kata-containers/configuration.toml \
+                   /usr/share/defaults/kata-containers/configuration.toml; do
+  if [ -f "$kata_config" ]; then
+    kata_major=$( (kata-runtime --version 2>/dev/null || true) | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n 1 | cut -d. -f1)
+    say "Kata found ($kata_config): registering its shared_fs / virtio_fs_cache variants"
+    register_args+=(--kata-config "$kata_config" --kata-dir "$prefix/kata" --kata-major "${kata_major:-3}")
+    break
+  fi
+done
 changed=$(PYTHONPATH="$repo" "$python" -m shlib.collect.daemon_json "${register_args[@]}")
 say "$changed"
 

@@ -26,10 +26,15 @@ def cli() -> None:
     """Measure how fast container runtimes load a shared npm library volume."""
 
 
-def doctor_report(recheck: bool = False) -> dict[str, Any]:
-    """Engine, runtimes (available or why not) and host facts, as a dict."""
+def doctor_report(refresh: bool = False, recheck: bool | None = None) -> dict[str, Any]:
+    """Engine, runtimes (available or why not) and host facts, as a dict.
+
+    Every runtime is smoke-tested (cached per binary and flags); ``refresh`` (old name: ``recheck``)
+    tests them all again.
+    """
+    refresh = refresh or bool(recheck)
     from shlib.collect.engine import connect, engine_facts
-    from shlib.collect.host import host_facts
+    from shlib.collect.host import host_facts, kvm_facts
     from shlib.collect.runtimes import catalog
     from shlib.errors import EngineUnavailable
 
@@ -38,16 +43,30 @@ def doctor_report(recheck: bool = False) -> dict[str, Any]:
         engine: dict[str, Any] = {"reachable": True, **engine_facts(client)}
     except EngineUnavailable as exc:
         client, engine = None, {"reachable": False, "error": str(exc)}
-    runtimes = catalog(client, recheck=recheck)
-    return {"engine": engine, "runtimes": {n: r.as_dict() for n, r in runtimes.items()}, "host": host_facts()}
+    from shlib.analysis.variants import describe_variants
+
+    runtimes = catalog(client, refresh=refresh)
+    described = {n: r.as_dict() for n, r in runtimes.items()}
+    variants = describe_variants(described, list(described))
+    switch_columns = ["gvisor_build", "platform", "directfs", "file_access_mounts", "overlay2", "dcache"]
+    for row in variants.to_dict("records"):
+        if row["kind"] == "gvisor":  # the switches the variant runs with, its build's defaults filled in
+            described[row["runtime"]]["switches"] = {c: row[c] for c in switch_columns}
+    return {"engine": engine, "runtimes": described, "host": host_facts(), "virtualisation": kvm_facts()}
+
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--recheck", is_flag=True, help="Smoke-test gVisor runtimes again instead of using cached results.")
-def doctor(as_json: bool, recheck: bool) -> None:
-    """What this host can measure: engine, every runtime (available or why not), host facts."""
-    report = doctor_report(recheck)
+@click.option("--refresh", "--recheck", "refresh", is_flag=True,
+              help="Smoke-test every runtime again instead of using cached results (--recheck: the old name).")
+def doctor(as_json: bool, refresh: bool) -> None:
+    """What this host can measure: engine, every runtime (available or why not), host facts.
+
+    A runtime is available once a trivial container under it started and exited in time (native:
+    node -e 0); verdicts are cached per binary version and flags until --refresh.
+    """
+    report = doctor_report(refresh)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
@@ -64,12 +83,21 @@ def doctor(as_json: bool, recheck: bool) -> None:
         click.echo(f"  {mark}{name:36s} {rt['kind']:7s} {detail}")
         if not rt["available"]:
             click.echo(f"       unavailable: {rt['reason']}")
+            if rt.get("smoke_checked_at"):
+                click.echo(f"       smoke-tested {rt['smoke_checked_at']} "
+                           "(cached; 'shlib doctor --refresh' tests again)")
             if rt["hint"]:
                 click.echo(f"       to install: {rt['hint']}")
     host = report["host"]
     click.echo(f"host: {host['cpu_model']}, {host['cpu_count']} cores, "
                f"{(host['mem_total_bytes'] or 0) / 2**30:.1f} GiB, kernel {host['kernel']}, "
                f"cgroups {host['cgroup_layout']}")
+    kvm = report["virtualisation"]
+    flags = ", ".join(kvm["hw_virt_flags"]) or "no vmx/svm"
+    click.echo(f"virtualisation: /dev/kvm {'present' if kvm['dev_kvm'] else 'absent'}, {kvm['kind']} ({flags}"
+               f"{', kvm_pvm module' if kvm['kvm_pvm_module'] else ''})")
+    if kvm["problem"]:
+        click.echo(f"  {kvm['problem']}")
 
 
 @cli.command()
@@ -104,7 +132,7 @@ def setup(host_setup: bool, nodes: tuple[str, ...], modules: str) -> None:
 
 @cli.command()
 @click.argument("spec_file", required=False, type=click.Path(dir_okay=False))
-@click.option("--preset", help="A named preset instead of a spec file (quick, paper, smoke).")
+@click.option("--preset", help="A named preset instead of a spec file (quick, paper, smoke, gvisor-settings).")
 @click.option("--out", type=click.Path(file_okay=False), help="Results directory (default runs/<run_id>).")
 @click.option("--resume", is_flag=True, help="Complete the run already in --out.")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=YAML",

@@ -269,6 +269,8 @@ def test_gvisor_notebook_separates_build_and_platform(analysed):
     contrasts = output_of(nb, "contrast-table", "text/html")
     assert "build" in contrasts and "platform" in contrasts
     assert "build 20221219 -> 20240729" in output_of(nb, "reading", "text/markdown")
+    assert output_of(nb, "switch-table", "text/html")  # the switch section runs (empty without switch variants)
+    assert "switch" in output_of(nb, "switch-reading", "text/markdown").lower()
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +308,8 @@ BAD = [
     ("03-concurrency", {"baseline": "io.containerd.kata.v2"}, r"baseline: runtime 'io.containerd.kata.v2' is not in "
                                                               r"the results; choose one of: .*\bnative, runc\b"),
     ("04-gvisor-generations", {"n_resamples": 5}, r"n_resamples: 5 is not allowed; give a whole number from 100"),
-    ("01-collect", {"preset": "nope"}, r"preset: 'nope' does not exist; choose one of: paper, quick, smoke"),
+    ("01-collect", {"preset": "nope"},
+     r"preset: 'nope' does not exist; choose one of: gvisor-settings, paper, quick, smoke"),
     ("01-collect", {"runtimes": ["nope"]}, r"runtimes: unknown runtime\(s\) 'nope'; known here: native"),
     ("00-environment", {"recheck": "yes"}, r"recheck: 'yes' is not allowed; give True or False"),
 ]

@@ -2,6 +2,7 @@
 
     engine        the Docker engine connection         host       host facts for provenance
     runtimes      the runtime catalog                  daemon_json  registers runtimes with dockerd
+    kata          Kata variants (one config each)
     image         the offline Node image                library    the shared npm library and its mounts
     probe         the probe protocol (ready, go, one JSON line); probes/load.js runs inside
     docker_batch  a batch of probe containers          native_batch  a batch of probes on the host

@@ -8,8 +8,12 @@ entry is never read, only left behind.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ from shlib.paths import cache_dir
 from shlib.results.store import write_json
 
 log = logging.getLogger(__name__)
+_THREADS = threading.Lock()
 
 
 def cache_file(name: str) -> Path:
@@ -38,12 +43,30 @@ def read_cache(path: Path) -> dict[str, Any]:
     return known
 
 
-def add_to_cache(path: Path, key: str, value: Any) -> None:
-    """Add one entry, atomically; entries another process cached meanwhile are kept (read again just before).
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the cache's lock (threads of this process, and other processes through a lock file)."""
+    with _THREADS:
+        try:
+            fh = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 - closed below
+        except OSError:
+            yield  # no lock file possible: the rename still keeps the cache whole
+            return
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+        finally:
+            fh.close()
 
+
+def add_to_cache(path: Path, key: str, value: Any) -> None:
+    """Add one entry, atomically; entries another thread or process cached meanwhile are kept.
+
+    Read, add and write happen under a lock, so writers side by side do not drop each other's entries.
     A cache that cannot be written only costs the work again next time.
     """
     try:
-        write_json(path, {**read_cache(path), key: value})
+        with _locked(path):
+            write_json(path, {**read_cache(path), key: value})
     except OSError as exc:
         log.warning("could not write the cache %s (%s)", path, exc)

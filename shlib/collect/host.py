@@ -60,3 +60,48 @@ def host_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "host_node": node_version(),
     }
+
+
+def host_root() -> Path:
+    """Where /dev, /sys and /proc are looked up for the virtualisation facts: $SHLIB_HOST_ROOT (tests), else /."""
+    return Path(os.environ.get("SHLIB_HOST_ROOT") or "/")
+
+
+PVM_PROBLEM = (
+    "/dev/kvm here is paravirtual (PVM: module kvm_pvm loaded, no vmx/svm flag in /proc/cpuinfo): this machine is "
+    "itself a VM whose kernel offers KVM without hardware virtualisation. KVM_CREATE_VM works, but a guest only runs "
+    "with a PVM-aware guest kernel, which Kata Containers' guest kernels (for QEMU, Cloud Hypervisor or Firecracker) "
+    "are not: Kata cannot run on this host, and runsc's kvm platform spins for the same reason (use systrap or "
+    "ptrace). Kata needs a host with VT-x/AMD-V (bare metal, or a VM with nested virtualisation)."
+)
+
+
+def kvm_facts(root: Path | None = None) -> dict[str, Any]:
+    """What /dev/kvm is on this host, and why VM-based sandboxes cannot use it (``problem``, '' when they can).
+
+    ``kind``: ``none`` (no /dev/kvm), ``pvm`` (paravirtual KVM: /sys/module/kvm_pvm, no vmx/svm in cpuid),
+    ``hardware`` (vmx or svm) or ``unknown``. ``root`` replaces / (a fake sysfs and cpuinfo for tests).
+    """
+    root = root or host_root()
+    dev = (root / "dev" / "kvm").exists()
+    pvm = (root / "sys" / "module" / "kvm_pvm").is_dir()
+    flags: set[str] = set()
+    try:
+        for line in (root / "proc" / "cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags |= set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    hw = sorted({"vmx", "svm"} & flags)
+    if not dev:
+        kind, problem = "none", ("no /dev/kvm: Kata Containers and runsc's kvm platform need KVM "
+                                 "(load kvm_intel/kvm_amd, or enable nested virtualisation)")
+        summary = "no /dev/kvm for its VMs"
+    elif pvm and not hw:
+        kind, problem = "pvm", PVM_PROBLEM
+        summary = ("cannot run on this host: /dev/kvm is paravirtual (PVM, no VT-x/AMD-V); a guest needs a "
+                   "PVM-aware kernel (see 'virtualisation' in shlib doctor)")
+    else:
+        kind, problem, summary = ("hardware" if hw else "unknown"), "", ""
+    return {"dev_kvm": dev, "kvm_pvm_module": pvm, "hw_virt_flags": hw, "hypervisor_flag": "hypervisor" in flags,
+            "kind": kind, "problem": problem, "summary": summary}

@@ -1,24 +1,40 @@
 """The runtime catalog: every runtime shlib knows, and whether this host can run it.
 
 ``native`` runs the probe straight on the host (the floor); the others are OCI runtimes
-registered with the Docker engine. gVisor builds are smoke-tested with a bounded
-``runsc do /bin/true`` because some platforms (kvm on some hosts) hang forever.
+registered with the Docker engine. A runtime counts as available only once it passed a
+bounded smoke test: ``node -e 0`` for native; for every engine runtime (runc, crun, runsc,
+anything registered) a trivial container created, started and waited on with a deadline,
+locked down like a probe. Some runtimes hang forever (runsc's kvm platform on hosts without
+hardware virtualisation, a broken shim): they are reported with the reason and left out of
+``all``. Results are cached per binary (path, mtime, size, version) and flags, so a run's
+start-up costs no container once a runtime was checked; ``shlib doctor --refresh`` checks again.
 """
 
 from __future__ import annotations
 
 import os
+import platform as _platform
 import re
 import shutil
-import signal
+import struct
 import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker
+import docker.errors
+import requests.exceptions
 
 from shlib.collect.cache import add_to_cache, cache_file, read_cache
+from shlib.collect.docker_batch import reap_runtime
+from shlib.collect.engine import LABEL
+from shlib.collect.host import kvm_facts
 from shlib.errors import RuntimeUnavailable, SpecError
 from shlib.results.schema import runtime_kind
 
@@ -34,9 +50,11 @@ KATA_HINT = (
 GVISOR_HINT = "install runsc (apt-get install runsc, or gVisor's release channel) and run scripts/setup-host.sh"
 HANG_HINT = ("this gVisor platform does not start a sandbox on this host (runsc's kvm platform spins under "
              "nested virtualisation); measure the ptrace or systrap entries instead")
-SMOKE_TIMEOUT_S = 10.0
-
-
+#: Deadline of one smoke test (create + start + wait). A sandbox starts in about a second here.
+SMOKE_TIMEOUT_S = 15.0
+#: Bumped when the smoke test changes, so older cached verdicts are not read.
+SMOKE_METHOD = "container-v1"
+SMOKE_IMAGE = "shlib-smoke:exit0"
 
 @dataclass
 class Runtime:
@@ -51,6 +69,9 @@ class Runtime:
     version: str | None = None
     platform: str | None = None
     hint: str = ""
+    smoke_checked_at: str | None = None  # when the smoke verdict (cached until --refresh) was established
+    runtime_type: str | None = None  # a shim runtime's type (daemon.json runtimeType), e.g. io.containerd.kata.v2
+    options: dict[str, Any] = field(default_factory=dict)  # its options, e.g. Kata's ConfigPath
 
     @property
     def engine_name(self) -> str | None:
@@ -76,8 +97,11 @@ def binary_version(path: str | None) -> str | None:
     if key in known and (known[key] is None or isinstance(known[key], str)):
         return known[key]
     try:
-        out = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=15)
-    except (OSError, subprocess.TimeoutExpired):
+        out = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=5)
+    except subprocess.TimeoutExpired:  # a binary that hangs: cached, so that it costs the wait once
+        add_to_cache(cache, key, None)
+        return None
+    except OSError:
         return None
     text = (out.stdout or out.stderr).strip()
     version = text.splitlines()[0] if text else None
@@ -85,29 +109,150 @@ def binary_version(path: str | None) -> str | None:
     return version
 
 
-def smoke_runsc(path: str, args: list[str], timeout_s: float = SMOKE_TIMEOUT_S, recheck: bool = False) -> str:
-    """'' when ``runsc <args> do /bin/true`` succeeds in time, else why not. Results are cached."""
+def _file_id(path: str | None) -> str:
+    """``path|mtime|size`` of a binary (resolved on PATH), or just the name when it is not on this host."""
+    found = shutil.which(path) if path else None
+    if not found:
+        return str(path)
     try:
-        key = f"{path}|{os.stat(path).st_mtime_ns}|{' '.join(args)}"
-    except OSError as exc:
-        return f"binary {path} missing ({exc.strerror})"
+        stat = os.stat(found)
+    except OSError:
+        return found
+    return f"{found}|{stat.st_mtime_ns}|{stat.st_size}"
+
+
+def smoke_key(kind: str, path: str | None, args: list[str], version: str | None) -> str:
+    """What a smoke verdict depends on: the method, the binary (path, mtime, size, version) and its flags."""
+    return "|".join([SMOKE_METHOD, kind, _file_id(path), version or "", " ".join(args)])
+
+
+def cached_smoke(key: str, check: Callable[[], str], refresh: bool = False) -> str:
+    """The cached verdict for ``key`` ('' = passed), else ``check()``'s, cached.
+
+    A verdict that says nothing of the runtime ('not smoke-tested: ...', e.g. no engine image) is not cached.
+    """
     cache = cache_file("runtime-smoke.json")
-    known = read_cache(cache)
-    if isinstance(known.get(key), str) and not recheck:
-        return known[key]
-    if os.geteuid() != 0:
-        return ""  # 'runsc do' needs root; the engine will tell at run time
-    cmd = [path, *args, "do", "/bin/true"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=timeout_s)
-        reason = "" if proc.returncode == 0 else f"smoke test failed (exit {proc.returncode}): {err.strip()[-300:]}"
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        reason = f"hangs: 'runsc {' '.join(args)} do /bin/true' did not finish in {timeout_s:.0f} s (killed)"
-    add_to_cache(cache, key, reason)
+    known = read_cache(cache).get(key)
+    if not refresh and isinstance(known, dict) and isinstance(known.get("reason"), str):
+        return known["reason"]
+    start = time.monotonic()
+    reason = check()
+    if not reason.startswith("not smoke-tested"):
+        add_to_cache(cache, key, {"reason": reason, "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                                  "seconds": round(time.monotonic() - start, 3)})
     return reason
+
+
+def smoke_native(node: str, timeout_s: float = SMOKE_TIMEOUT_S) -> str:
+    """'' when ``node -e 0`` exits 0 within the deadline, else why not."""
+    try:
+        out = subprocess.run([node, "-e", "0"], capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"hangs: 'node -e 0' did not exit within {timeout_s:.0f} s"
+    except OSError as exc:
+        return f"fails: cannot run {node} ({exc.strerror})"
+    return "" if out.returncode == 0 else f"fails: 'node -e 0' exited {out.returncode}: {out.stderr.strip()[-300:]}"
+
+
+def exit0_elf() -> bytes | None:
+    """A static executable that only exits 0 (x86-64 Linux, 129 bytes); None on other machines."""
+    if _platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    code = bytes.fromhex("31ff" "b83c000000" "0f05")  # xor edi, edi; mov eax, 60 (exit); syscall
+    base, ehsize, phsize = 0x400000, 64, 56
+    total = ehsize + phsize + len(code)
+    header = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8) + struct.pack(
+        "<HHIQQQIHHHHHH", 2, 0x3E, 1, base + ehsize + phsize, ehsize, 0, 0, ehsize, phsize, 1, 0, 0, 0)
+    program = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, total, total, 0x1000)  # PT_LOAD, r-x
+    return header + program + code
+
+
+def smoke_image(client: docker.DockerClient) -> tuple[str, list[str]]:
+    """(image, command) of the trivial smoke container: a 129-byte image that exits 0, imported once.
+
+    Where no such executable is at hand (not x86-64), the probe image with ``node -e 0``.
+    """
+    import io
+    import tarfile
+
+    elf = exit0_elf()
+    if elf is None:
+        from shlib.collect.image import ensure_image
+
+        return ensure_image(client, "host").tag, ["node", "-e", "0"]
+    try:
+        client.images.get(SMOKE_IMAGE)
+    except docker.errors.ImageNotFound:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo("true")
+            info.size, info.mode = len(elf), 0o755
+            tar.addfile(info, io.BytesIO(elf))
+        repo, tag = SMOKE_IMAGE.split(":")
+        client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag,
+                                          changes=[f"LABEL {LABEL}=true", 'CMD ["/true"]'])
+    return SMOKE_IMAGE, ["/true"]
+
+
+def smoke_container(client: docker.DockerClient, runtime: str, timeout_s: float = SMOKE_TIMEOUT_S) -> str:
+    """'' when a trivial container under ``runtime`` is created, started and exits 0 within the deadline.
+
+    Locked down like a probe (no network, uid 1000, no capabilities, read-only root). A runtime that
+    does not answer in time is reaped (its processes killed) and its container removed.
+    """
+    try:
+        image, command = smoke_image(client)
+    except Exception as exc:  # the engine's trouble, not the runtime's: not cached
+        return f"not smoke-tested: the smoke image could not be made ({exc})"
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    api = docker.APIClient(base_url=host, timeout=max(1, int(timeout_s)))
+    deadline = time.monotonic() + timeout_s
+    name = f"shlib-smoke-{uuid.uuid4().hex[:12]}"
+    phase, container_id = "be created", None
+    try:
+        container_id = api.create_container(
+            image, command, name=name, labels={LABEL: "true", "shlib.smoke": runtime}, user="1000:1000",
+            host_config=api.create_host_config(runtime=runtime, network_mode="none", cap_drop=["ALL"],
+                                               security_opt=["no-new-privileges"], read_only=True),
+        )["Id"]
+        phase = "start"
+        api.start(container_id)
+        phase = "exit"
+        status = api.wait(container_id, timeout=max(1.0, deadline - time.monotonic()))
+        code = status.get("StatusCode")
+        if code != 0:
+            logs = api.logs(container_id).decode(errors="replace").strip()[-300:]
+            return f"fails: the smoke container exited {code}" + (f": {logs}" if logs else "")
+        return ""
+    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+        if isinstance(exc, requests.exceptions.ConnectionError) and "timed out" not in str(exc).lower():
+            return f"not smoke-tested: the engine did not answer ({exc})"
+        if container_id:
+            reap_runtime(container_id)  # the engine holds the container until its runtime returns
+        return f"hangs: did not {phase} within {timeout_s:.0f} s (killed)"
+    except docker.errors.APIError as exc:
+        return f"fails: could not {phase}: {(exc.explanation or str(exc)).strip()[-400:]}"
+    finally:
+        _remove_smoke(api, container_id or name)
+        api.close()
+
+
+def _remove_smoke(api: docker.APIClient, container: str) -> None:
+    """Remove a smoke container; when the engine cannot (a runtime that hangs), kill the runtime first."""
+    api.timeout = 30
+    for _ in range(3):
+        try:
+            api.remove_container(container, force=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except (requests.exceptions.RequestException, docker.errors.APIError):
+            try:
+                ident = api.inspect_container(container)["Id"]
+            except (requests.exceptions.RequestException, docker.errors.APIError):
+                ident = container
+            reap_runtime(ident)
+            time.sleep(0.5)
 
 
 def _crun_problem() -> str:
@@ -119,14 +264,22 @@ def _crun_problem() -> str:
     return ""
 
 
-def catalog(client: docker.DockerClient | None, recheck: bool = False) -> dict[str, Runtime]:
-    """Every known runtime by name: native, the engine's registered ones, and Kata."""
+def catalog(client: docker.DockerClient | None, refresh: bool = False, timeout_s: float = SMOKE_TIMEOUT_S,
+            recheck: bool | None = None) -> dict[str, Runtime]:
+    """Every known runtime by name: native, the engine's registered ones, and Kata.
+
+    Each runtime present is smoke-tested (bounded, cached per binary and flags; ``refresh`` tests again)
+    and counts as available only when it passed. ``recheck`` is the old name of ``refresh``.
+    """
+    refresh = refresh or bool(recheck)
     runtimes: dict[str, Runtime] = {}
     node = shutil.which("node")
+    version = binary_version(node)
+    reason = (cached_smoke(smoke_key("native", node, ["-e", "0"], version), lambda: smoke_native(node, timeout_s),
+                           refresh) if node else "no node on PATH")
     runtimes["native"] = Runtime(
-        name="native", kind="native", available=node is not None, path=node,
-        reason="" if node else "no node on PATH", version=binary_version(node),
-        hint="" if node else "install Node.js on the host",
+        name="native", kind="native", available=not reason, path=node, reason=reason, version=version,
+        hint="" if node and not reason else "install Node.js on the host",
     )
     registered: dict[str, Any] = {}
     engine_reason = "the Docker engine is not reachable"
@@ -136,38 +289,58 @@ def catalog(client: docker.DockerClient | None, recheck: bool = False) -> dict[s
         registered = info.get("Runtimes", {})
         runc_version = (client.version().get("Components") or [{}])
         runc_version = next((c.get("Version") for c in runc_version if c.get("Name") == "runc"), None)
+    todo: dict[str, Callable[[], str]] = {}
+    keys: dict[str, str] = {}
     for name in sorted(registered):
         if name.startswith("io.containerd.run") and name not in KATA_NAMES:
             continue  # containerd's shim aliases for runc
         spec = registered[name] or {}
         path = spec.get("path") or name
         args = list(spec.get("runtimeArgs") or [])
+        runtime_type, options = spec.get("runtimeType"), dict(spec.get("options") or {})
         kind = runtime_kind(name, path)
-        reason, version, platform = "", None, None
-        if kind == "gvisor":
-            version = binary_version(path)
-            platform = next((a.split("=", 1)[1] for a in args if a.startswith("--platform=")), "default")
-            reason = smoke_runsc(path, args, recheck=recheck)
-        elif kind == "runc":
-            version = runc_version
-        elif kind == "crun":
-            version = binary_version(path)
-            reason = _crun_problem()
-        else:
-            version = binary_version(path)
-        runtimes[name] = Runtime(name=name, kind=kind, available=not reason, reason=reason, path=path,
-                                 args=args, version=version, platform=platform,
-                                 hint=(HANG_HINT if reason.startswith("hangs") else GVISOR_HINT)
-                                 if (kind == "gvisor" and reason) else "")
+        version = runc_version if kind == "runc" else binary_version(path)
+        platform = (next((a.split("=", 1)[1] for a in args if a.startswith("--platform=")), "default")
+                    if kind == "gvisor" else None)
+        runtimes[name] = Runtime(name=name, kind=kind, available=False, path=path, args=args, version=version,
+                                 platform=platform, runtime_type=runtime_type, options=options)
+        extra = [f"{runtime_type}", *(f"{k}={v}" for k, v in sorted(options.items()))] if runtime_type else []
+        keys[name] = smoke_key(kind, path, [*args, *extra], version)
+        todo[name] = (lambda n=name: smoke_container(client, n, timeout_s))  # type: ignore[misc]
+    # uncached runtimes are tried side by side: a hang costs its deadline once, not once per runtime
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        verdicts = dict(zip(todo, pool.map(lambda n: cached_smoke(keys[n], todo[n], refresh), todo), strict=True))
+    smoke_cache = read_cache(cache_file("runtime-smoke.json"))
+    native_entry = smoke_cache.get(smoke_key("native", node, ["-e", "0"], runtimes["native"].version)) if node else None
+    runtimes["native"].smoke_checked_at = native_entry.get("checked_at") if isinstance(native_entry, dict) else None
+    for name, reason in verdicts.items():
+        rt = runtimes[name]
+        entry = smoke_cache.get(keys[name])
+        rt.smoke_checked_at = entry.get("checked_at") if isinstance(entry, dict) else None
+        if rt.kind == "crun" and reason and _crun_problem():
+            reason += f"; likely cause: {_crun_problem()}"
+        rt.available, rt.reason = not reason, reason
+        if reason and rt.kind == "gvisor":
+            rt.hint = HANG_HINT if reason.startswith("hangs") else GVISOR_HINT
+        elif reason:
+            rt.hint = ("the runtime did not pass a trivial container; check it by hand: docker run --rm "
+                       f"--runtime={name} --network=none {SMOKE_IMAGE}")
+    kvm = kvm_facts()
+    for rt in runtimes.values():
+        if kvm["kind"] == "pvm" and not rt.available and (rt.kind == "kata" or rt.platform == "kvm"):
+            rt.reason += f"; {kvm['summary']}"  # a registered one that failed: say why it cannot work here
     for name in KATA_NAMES:
         if name not in runtimes:
             shim = shutil.which("containerd-shim-kata-v2") if name == KATA_NAMES[0] else shutil.which("kata-runtime")
             why = "not registered with the Docker engine" if client is not None else engine_reason
             if shim:
                 why += f" (found {shim}; register it in /etc/docker/daemon.json)"
-            elif not os.path.exists("/dev/kvm"):
-                why += "; no /dev/kvm for its VMs"
-            runtimes[name] = Runtime(name=name, kind="kata", available=False, reason=why, path=shim, hint=KATA_HINT)
+            if kvm["summary"]:
+                why += f"; {kvm['summary']}"
+            runtimes[name] = Runtime(name=name, kind="kata", available=False, reason=why, path=shim,
+                                     hint=KATA_HINT if kvm["kind"] != "pvm" else
+                                     "Kata cannot run on this host (paravirtual KVM); measure it on a host with "
+                                     "VT-x/AMD-V: " + KATA_HINT)
     if client is None:
         for name in ("runc", "crun"):
             runtimes.setdefault(name, Runtime(name=name, kind=name, available=False, reason=engine_reason,

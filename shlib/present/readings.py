@@ -18,7 +18,7 @@ from shlib.analysis.analyze import HEADLINE_STATISTIC, AnalysisResult
 from shlib.analysis.frames import FACTORS
 from shlib.present.analysis_cache import analysis_key
 from shlib.present.params import AnalysisInputs
-from shlib.present.tables import interval_text, ratio_overview
+from shlib.present.tables import FACTOR_LABELS, effect_word, interval_text, ratio_overview
 
 
 def capability_markdown(report: Mapping[str, Any]) -> str:
@@ -157,9 +157,31 @@ def gvisor_reading(variants: pd.DataFrame, overview: pd.DataFrame, contrasts: pd
         lines.append(f"`{r.runtime}` / `{baseline}` at concurrency {r.concurrency}: "
                      f"{interval_text(r.ratio, r.ci_low, r.ci_high)}")
     for r in contrasts.itertuples():
-        lines.append(f"{r.factor} {r.from_value} -> {r.to_value} (`{r.runtime}` vs `{r.compared_with}`, "
-                     f"concurrency {r.concurrency}): load time x {interval_text(r.ratio, r.ci_low, r.ci_high)}")
+        lines.append(f"{FACTOR_LABELS.get(r.factor, r.factor)} {r.from_value} -> {r.to_value} (`{r.runtime}` vs "
+                     f"`{r.compared_with}`, concurrency {r.concurrency}): load time x "
+                     f"{interval_text(r.ratio, r.ci_low, r.ci_high)}, {effect_word(r.ci_low, r.ci_high)}")
     return "**gVisor variants** (computed from the data):\n\n" + "\n".join(f"- {x}" for x in lines)
+
+
+def switch_reading(contrasts: pd.DataFrame) -> str:
+    """Which gVisor switches matter for loading, in words: per switch (against its build's default), the
+    load-time ratio at each concurrency level with its interval, the ones that matter first."""
+    switches = contrasts[~contrasts["factor"].isin(["gvisor_build", "platform"])] if len(contrasts) else contrasts
+    if len(switches) == 0:
+        return ("**No switch variant in this run**: run the `gvisor-settings` preset (a 2024 systrap default and "
+                "one variant per switch) to see which switches matter.")
+    lines = []
+    for (factor, build, to_value), part in switches.groupby(["factor", "gvisor_build", "to_value"], sort=False):
+        cells = "; ".join(f"{interval_text(r.ratio, r.ci_low, r.ci_high)} at concurrency {r.concurrency}"
+                          for r in part.sort_values("concurrency").itertuples())
+        words = sorted({effect_word(r.ci_low, r.ci_high) for r in part.itertuples()})
+        first = part.iloc[0]
+        lines.append((max(abs(math.log(float(x))) for x in part["ratio"] if float(x) > 0) if len(part) else 0.0,
+                      f"{FACTOR_LABELS.get(factor, factor)} {first['from_value']} -> {to_value} (build {build}): "
+                      f"load time x {cells}: {', '.join(words)}"))
+    lines.sort(key=lambda x: -x[0])
+    return ("**Which switches matter** (each against its build's default, largest effect first; a ratio below 1 "
+            "means the switch made loading faster):\n\n" + "\n".join(f"- {text}" for _, text in lines))
 
 
 def _times(ratio: float, low: float, high: float, baseline: str) -> str:

@@ -188,6 +188,30 @@ def interval_text(value: Any, low: Any, high: Any) -> str:
     return f"{value:.2f}x [{low:.2f}, {high:.2f}]"
 
 
+#: How the gVisor contrast factors read in tables and sentences.
+FACTOR_LABELS = {"gvisor_build": "build", "platform": "platform", "directfs": "directfs",
+                 "file_access_mounts": "file-access-mounts", "overlay2": "overlay2", "dcache": "dcache"}
+
+
+def effect_word(low: Any, high: Any) -> str:
+    """'faster' / 'slower' when a load-time ratio's interval excludes 1, else 'no clear effect'."""
+    low, high = float(low), float(high)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "no interval"
+    return "faster" if high < 1 else "slower" if low > 1 else "no clear effect (interval spans 1)"
+
+
+def switch_effects(contrasts: pd.DataFrame) -> pd.DataFrame:
+    """Each single-factor gVisor contrast at a glance: the change, the build it was made on, the load-time ratio
+    (changed / default) with its interval, and whether the interval says faster, slower or neither."""
+    columns = ["factor", "change", "build", "concurrency", "load_time_ratio", "effect", "runtime", "compared_with"]
+    rows = [{"factor": FACTOR_LABELS.get(r.factor, r.factor), "change": f"{r.from_value} -> {r.to_value}",
+             "build": r.gvisor_build if "gvisor_build" in contrasts.columns else "", "concurrency": r.concurrency,
+             "load_time_ratio": interval_text(r.ratio, r.ci_low, r.ci_high), "effect": effect_word(r.ci_low, r.ci_high),
+             "runtime": r.runtime, "compared_with": r.compared_with} for r in contrasts.itertuples()]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def tests_overview(tests: pd.DataFrame) -> pd.DataFrame:
     """The tests table at a glance: runtime (rows) x concurrency (columns), 'ratio [low, high] *' where * marks
     a difference from the baseline significant after Holm's correction (the CSV keeps every column)."""
