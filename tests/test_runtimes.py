@@ -387,3 +387,22 @@ def test_smoke_container_verdicts_reap_remove_and_close(monkeypatch, start_hangs
     api = FakeAPI.instances[0]
     assert api.removed == ["c" * 64] and api.closed  # no container and no connection left behind
     assert reaped == (["c" * 64] if start_hangs else [])
+
+
+def test_all_leaves_the_gvisor_setting_variants_out_and_naming_them_measures_them():
+    from shlib.collect.runtimes import Runtime
+
+    def rt(name, kind, args=()):
+        return Runtime(name=name, kind=kind, available=True, args=list(args))
+
+    cat = {"native": rt("native", "native"), "runc": rt("runc", "runc"),
+           "runsc-20240729-systrap": rt("runsc-20240729-systrap", "gvisor", ["--network=none", "--platform=systrap"]),
+           "runsc-20240729-systrap-nodirectfs": rt("runsc-20240729-systrap-nodirectfs", "gvisor",
+                                                   ["--network=none", "--platform=systrap", "--directfs=false"]),
+           "runsc-20221219-ptrace-exclusive": rt("runsc-20221219-ptrace-exclusive", "gvisor",
+                                                 ["--network=none", "--platform=ptrace",
+                                                  "--file-access-mounts=exclusive"])}
+    every = select_runtimes(make_spec({"runtimes": "all", "modules": ["lodash"]}), cat)
+    assert every == ["native", "runc", "runsc-20240729-systrap"]
+    named = make_spec({"runtimes": ["runc", "runsc-20240729-systrap-nodirectfs"], "modules": ["lodash"]})
+    assert select_runtimes(named, cat) == ["runc", "runsc-20240729-systrap-nodirectfs"]
