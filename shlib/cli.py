@@ -55,7 +55,6 @@ def doctor_report(refresh: bool = False, recheck: bool | None = None) -> dict[st
     return {"engine": engine, "runtimes": described, "host": host_facts(), "virtualisation": kvm_facts()}
 
 
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--refresh", "--recheck", "refresh", is_flag=True,

@@ -38,15 +38,6 @@ START_S_PER_CONTAINER = 2.0
 CLEANUP_S = 10.0
 
 
-
-
-
-
-
-
-
-
-
 def _engine_gone(exc: BaseException) -> bool:
     """The engine cannot be reached (as opposed to a slow answer: docker-py over a unix
     socket reports a read timeout as a ConnectionError saying 'Read timed out')."""
@@ -85,12 +76,6 @@ def _gather(futures: list[Any], deadline: float | None = None) -> None:
             gone = exc
     if gone is not None:
         raise EngineUnavailable(f"the Docker engine stopped answering during a batch ({gone})")
-
-
-
-
-
-
 
 
 def reap_runtime(container_id: str) -> int:
@@ -302,6 +287,5 @@ class ContainerBatch:
                 container.remove(force=True)
             except docker.errors.NotFound:
                 pass
-
 
 

@@ -71,7 +71,6 @@ def new_run_id(spec: Spec) -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{spec.name.replace(' ', '_')}-{os.urandom(2).hex()}"
 
 
-
 def check_out_dir(out_dir: Path, spec: Spec, resume: bool) -> RunMetadata | None:
     """Refuse a results directory that cannot be written or holds another run; return its metadata."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -239,10 +238,6 @@ def execute(batch: Batch, prep: Prepared) -> list[Outcome]:
         image, prep.runtimes[cell.runtime].engine_name, names, MOUNT_POINT,
         mount_kwargs(cell.mount, prep.library, prep.volume), {"shlib.batch_id": str(batch.batch_id)})
     return prep.containers.run(cell.concurrency, kwargs)
-
-
-
-
 
 
 def _counts(frame: pd.DataFrame) -> dict[str, int]:

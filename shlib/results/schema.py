@@ -88,7 +88,6 @@ def runtime_kind(name: str, path: str | None = None) -> str:
 DONE_STATUSES = frozenset(STATUSES) - {"skipped"}
 
 
-
 def to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Rows (dicts with the SCHEMA's keys; missing keys become null) as an arrow table."""
     import pyarrow as pa
