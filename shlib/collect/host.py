@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from shlib.collect.cache import add_to_cache, cache_file, read_cache
+
 
 def cpu_model() -> str:
     """The CPU model name from /proc/cpuinfo (or the platform's guess)."""
@@ -30,13 +32,36 @@ def cgroup_version() -> str:
     return "v1"
 
 
-def node_version(node: str = "node") -> str | None:
-    """Version of the host's Node.js (``v20.20.2``), None when absent."""
-    path = shutil.which(node)
-    if not path:
+def binary_version(path: str | None) -> str | None:
+    """First line of ``<path> --version``, None when it cannot run; cached per binary (path, mtime, size)."""
+    found = shutil.which(path) if path else None
+    if not found:
         return None
-    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
-    return out.stdout.strip() or None
+    try:
+        stat = os.stat(found)
+    except OSError:
+        return None
+    key = f"{found}|{stat.st_mtime_ns}|{stat.st_size}"
+    cache = cache_file("binary-versions.json")
+    known = read_cache(cache)
+    if key in known and (known[key] is None or isinstance(known[key], str)):
+        return known[key]
+    try:
+        out = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=5)
+    except subprocess.TimeoutExpired:  # a binary that hangs: cached, so that it costs the wait once
+        add_to_cache(cache, key, None)
+        return None
+    except OSError:
+        return None
+    text = (out.stdout or out.stderr).strip()
+    version = text.splitlines()[0] if text else None
+    add_to_cache(cache, key, version)
+    return version
+
+
+def node_version(node: str = "node") -> str | None:
+    """Version of the host's Node.js (``v20.20.2``), None when absent (the catalog has asked it already)."""
+    return binary_version(node)
 
 
 def host_facts() -> dict[str, Any]:

@@ -34,7 +34,7 @@ import requests.exceptions
 from shlib.collect.cache import add_to_cache, cache_file, read_cache
 from shlib.collect.docker_batch import reap_runtime
 from shlib.collect.engine import LABEL
-from shlib.collect.host import kvm_facts
+from shlib.collect.host import binary_version, kvm_facts
 from shlib.errors import RuntimeUnavailable, SpecError
 from shlib.results.schema import runtime_kind
 
@@ -87,33 +87,6 @@ class Runtime:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def binary_version(path: str | None) -> str | None:
-    """First line of ``<path> --version``, None when it cannot run; cached per binary (path, mtime, size)."""
-    found = shutil.which(path) if path else None
-    if not found:
-        return None
-    try:
-        stat = os.stat(found)
-    except OSError:
-        return None
-    key = f"{found}|{stat.st_mtime_ns}|{stat.st_size}"
-    cache = cache_file("binary-versions.json")
-    known = read_cache(cache)
-    if key in known and (known[key] is None or isinstance(known[key], str)):
-        return known[key]
-    try:
-        out = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=5)
-    except subprocess.TimeoutExpired:  # a binary that hangs: cached, so that it costs the wait once
-        add_to_cache(cache, key, None)
-        return None
-    except OSError:
-        return None
-    text = (out.stdout or out.stderr).strip()
-    version = text.splitlines()[0] if text else None
-    add_to_cache(cache, key, version)
-    return version
 
 
 def _file_id(path: str | None) -> str:
