@@ -17,7 +17,7 @@ import pandas as pd
 
 from shlib.analysis.defaults import DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT_SEED, resolve_baseline
 from shlib.analysis.frames import cell_keys, mark_oversubscribed, prepare
-from shlib.analysis.ratios import ratios_against, summary_across_modules
+from shlib.analysis.ratios import ratio_columns, ratios_against, summary_across_modules
 from shlib.analysis.replication import load_reference, replication
 from shlib.analysis.scaling import concurrency_scaling, load_time_growth
 from shlib.analysis.significance import baseline_tests
@@ -135,11 +135,6 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
 
 
 def _empty_ratios(work: pd.DataFrame) -> pd.DataFrame:
-    columns = ["runtime", "runtime_kind", "baseline", "baseline_kind", *cell_keys(work), "statistic", "ratio",
-               "ci_low", "ci_high", "ci_method", "df", "confidence", "n", "n_baseline", "n_batches",
-               "n_batches_baseline", "clustered", "batches_span_modules", "n_failed", "n_failed_baseline",
-               "failed_by_status", "failed_by_status_baseline", "n_censored", "n_censored_baseline", "n_resamples",
-               "seed", "note"]
-    return pd.DataFrame(columns=columns)
+    return pd.DataFrame(columns=ratio_columns(cell_keys(work)))
 
 

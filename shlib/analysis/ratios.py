@@ -176,11 +176,15 @@ def ratios_against(df: pd.DataFrame, baselines: Sequence[str], seed: int = DEFAU
                 records.append({**common, "statistic": statistic, "ratio": theta, "ci_low": low, "ci_high": high,
                                 "ci_method": method, "df": df,
                                 "note": "; ".join(x for x in (note, few, cens, fail_note) if x)})
-    columns = ["runtime", "runtime_kind", "baseline", "baseline_kind", *keys, "statistic", "ratio", "ci_low",
-               "ci_high", "ci_method", "df", "confidence", "n", "n_baseline", "n_batches", "n_batches_baseline",
-               "clustered", "batches_span_modules", "n_failed", "n_failed_baseline", "failed_by_status",
-               "failed_by_status_baseline", "n_censored", "n_censored_baseline", "n_resamples", "seed", "note"]
-    return pd.DataFrame.from_records(records, columns=columns)
+    return pd.DataFrame.from_records(records, columns=ratio_columns(keys))
+
+
+def ratio_columns(keys: Sequence[str]) -> list[str]:
+    """The columns of a ratio table whose cells are ``keys`` (module, concurrency, factors)."""
+    return ["runtime", "runtime_kind", "baseline", "baseline_kind", *keys, "statistic", "ratio", "ci_low", "ci_high",
+            "ci_method", "df", "confidence", "n", "n_baseline", "n_batches", "n_batches_baseline", "clustered",
+            "batches_span_modules", "n_failed", "n_failed_baseline", "failed_by_status", "failed_by_status_baseline",
+            "n_censored", "n_censored_baseline", "n_resamples", "seed", "note"]
 
 
 @dataclass
