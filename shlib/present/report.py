@@ -33,7 +33,7 @@ from shlib.analysis.defaults import DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT
 from shlib.errors import ShlibError
 from shlib.paths import reports_dir
 from shlib.present import notebooks, params, tables
-from shlib.present.analysis_cache import analysis_key, analysis_of, cache_path
+from shlib.present.analysis_cache import analysis_of, cache_path
 from shlib.results.store import write_json
 
 #: Marks a directory written by build_report (it may then be rewritten).
@@ -61,7 +61,7 @@ def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     started = time.monotonic()
     analysis_of(inputs)  # once: every notebook reads it from the cache (analysis_cache)
     cached = cache_path(inputs)
-    analysis = {"key": analysis_key(inputs), "cache": str(cached), "written_ns": cached.stat().st_mtime_ns,
+    analysis = {"key": cached.stem, "cache": str(cached), "written_ns": cached.stat().st_mtime_ns,
                 "seconds": round(time.monotonic() - started, 1)}
     entries = []
     for name in names:
