@@ -29,7 +29,7 @@ def v1_metadata() -> dict:
 
 def test_a_version_1_file_is_migrated_not_refused():
     meta = RunMetadata.from_dict(v1_metadata())
-    assert meta.schema_version == SCHEMA_VERSION == 2
+    assert meta.schema_version == SCHEMA_VERSION == 3
     assert meta.runtime_set == ["native", "runsc-a"]  # the plan's order, from v1's runtimes keys
     assert meta.runtimes["runsc-a"].args == ["--x"] and meta.host.cpu_count == 2
     assert meta.host.model_dump()["kvm"] is True  # a host fact shlib does not type is kept
@@ -40,9 +40,14 @@ def test_every_version_below_the_current_has_a_migration():
 
 
 def test_a_newer_file_is_refused_naming_both_versions():
-    with pytest.raises(ResultsError, match=r"schema_version 3, written by a newer shlib; this shlib reads versions "
-                                           r"1 to 2"):
-        migrate({**v1_metadata(), "schema_version": 3})
+    with pytest.raises(ResultsError, match=r"schema_version 4, written by a newer shlib; this shlib reads versions "
+                                           r"1 to 3"):
+        migrate({**v1_metadata(), "schema_version": 4})
+
+
+def test_a_version_2_engine_becomes_the_default_docker_engine():
+    meta = RunMetadata.from_dict({**v1_metadata(), "schema_version": 2, "engine": {"docker_version": "20.10"}})
+    assert meta.engine == {"label": "default", "kind": "docker", "docker_version": "20.10"}
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -67,6 +72,11 @@ def test_the_committed_runs_load(name, tmp_path):
     frame, meta = load_results(run)
     assert meta.runtime_set and set(frame["runtime"].astype(str)) <= set(meta.runtime_set)
     assert meta.library.tree_hash and all(img.image_id.startswith("sha256:") for img in meta.images.values())
+    # rows from before schema v3: Node, on the run's one engine, interpreter = Node's version
+    assert set(frame["language"].astype(str)) == {"node"} and set(frame["engine"]) == {"default"}
+    assert (frame["interpreter_version"] == frame["node_version"]).all()
+    assert set(frame.loc[frame["runtime"] == "native", "engine_kind"]) <= {"native"}
+    assert set(frame.loc[frame["runtime"] != "native", "engine_kind"]) == {"docker"}
 
 
 def test_unreadable_metadata_is_a_results_error(tmp_path):

@@ -38,6 +38,11 @@ def test_quick_like_run_overlaps_and_orders_runtimes(client, gvisor_runtimes, tm
     assert meta.status == "complete" and meta.counts == {"ok": 3 * (1 + 4) * 3}
     assert len(df) == 45 and df["trial_id"].is_unique
     assert set(df["engine_runtime"]) == {"native", "runc", fastest_gvisor}  # the engine used what we asked
+    # every row names where it ran: the local engine (its identity in the metadata), or no engine for native
+    assert meta.engine["label"] == "default" and meta.engine["kind"] == "docker" and meta.engine["id"]
+    assert set(df["engine"]) == {"default"} and set(df["engine_host"]) == {meta.engine["name"]}
+    assert (df["engine_kind"] == df["runtime"].astype(str).map(lambda r: "native" if r == "native" else "docker")).all()
+    assert set(df["language"].astype(str)) == {"node"} and (df["interpreter_version"] == df["node_version"]).all()
     four = df[df["concurrency"] == 4]
     assert four.groupby("batch_id").size().eq(4).all()
     # the four processes of a batch really load together: they start within a small window

@@ -1,7 +1,8 @@
 """A results frame made ready for analysis: plain factor columns, an ``ok`` flag, a resampling cluster.
 
 A *cell* is one combination of module x concurrency x every other factor with more than one level
-(mount, cache, node_version, load_mode); runtimes are compared within a cell. Only rows with
+(engine, language, mount, cache, interpreter_version, load_mode); runtimes are compared within a
+cell, so a ratio never crosses engines or languages. Only rows with
 status "ok" and a finite load_ms enter the statistics; the rest are counted as failed.
 """
 
@@ -13,7 +14,7 @@ import pandas as pd
 from shlib.errors import AnalysisError
 from shlib.results.schema import runtime_kind
 
-FACTORS = ("mount", "cache", "node_version", "load_mode")
+FACTORS = ("engine", "language", "mount", "cache", "interpreter_version", "load_mode")
 REQUIRED_COLUMNS = ("runtime", "module", "concurrency", "load_ms", "status")
 
 
@@ -43,6 +44,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     kinds = df["runtime_kind"].astype(object).to_numpy() if "runtime_kind" in df.columns else [None] * len(df)
     work["runtime_kind"] = [str(k) if isinstance(k, str) and k else runtime_kind(r)
                             for k, r in zip(kinds, work["runtime"], strict=True)]
+    if "interpreter_version" not in df.columns and "node_version" in df.columns:
+        df = df.assign(interpreter_version=df["node_version"])  # a frame from before schema v3
     for name in FACTORS:
         if name in df.columns:
             col = df[name].astype(object)

@@ -10,6 +10,7 @@ import docker.errors
 import requests.exceptions
 
 from shlib.errors import EngineUnavailable
+from shlib.results.metadata import DEFAULT_ENGINE_LABEL
 
 #: Every object shlib creates carries this label (``shlib clean`` finds them by it).
 LABEL = "shlib.managed"
@@ -32,12 +33,24 @@ def connect(pool_size: int = 10, timeout_s: float = 120.0) -> docker.DockerClien
     return client
 
 
-def engine_facts(client: docker.DockerClient) -> dict[str, Any]:
-    """Engine versions and settings worth recording with every run."""
+def engine_kind(version: dict[str, Any]) -> str:
+    """docker | podman, from the engine's version answer (Podman names itself in its components)."""
+    names = [str(c.get("Name", "")) for c in version.get("Components", [])]
+    platform = str((version.get("Platform") or {}).get("Name", ""))
+    return "podman" if any("podman" in n.lower() for n in [*names, platform]) else "docker"
+
+
+def engine_facts(client: docker.DockerClient, label: str = DEFAULT_ENGINE_LABEL) -> dict[str, Any]:
+    """The engine's identity (label, kind, id, name, version) and the settings worth recording with every run."""
     info = client.info()
     version = client.version()
     components = {c.get("Name"): c.get("Version") for c in version.get("Components", [])}
     return {
+        "label": label,
+        "kind": engine_kind(version),
+        "id": info.get("ID"),
+        "name": info.get("Name"),
+        "version": version.get("Version"),
         "docker_version": version.get("Version"),
         "api_version": version.get("ApiVersion"),
         "containerd_version": components.get("containerd"),

@@ -22,6 +22,8 @@ def rows_for(batch: Batch, outcomes: list[Outcome], run_id: str, prep: Prepared)
     batch_skew = (max(gos) - min(gos)) if gos else None
     versions = {m["module"]: m["version"] for m in prep.library.manifest["modules"]}
     image = prep.images.get(cell.node)
+    engine = prep.engine or {}
+    native = cell.runtime == NATIVE
     rows = []
     for out in outcomes:
         payload = out.payload or {}
@@ -55,6 +57,10 @@ def rows_for(batch: Batch, outcomes: list[Outcome], run_id: str, prep: Prepared)
                 "created_at": _ts(out.created_at), "started_at": _ts(out.started_at),
                 "finished_at": _ts(out.finished_at), "exit_code": out.exit_code,
                 "engine_runtime": out.engine_runtime if cell.runtime != NATIVE else NATIVE,
+                "language": "node",
+                "interpreter_version": payload.get("node") or (image.node_version if image else None),
+                "engine": engine.get("label"), "engine_kind": "native" if native else engine.get("kind"),
+                "engine_host": engine.get("name"),
             })
     return rows
 

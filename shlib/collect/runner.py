@@ -183,6 +183,8 @@ class Prepared:
     volume: str | None = None
     native_nodes: dict[str, str] = field(default_factory=dict)
     containers: ContainerBatch | None = None
+    #: The engine's identity (``engine.engine_facts``); None for a native-only run.
+    engine: dict[str, Any] | None = None
 
 
 def prepare(spec: Spec, runtimes: dict[str, Runtime], client: docker.DockerClient | None, run_id: str,
@@ -307,6 +309,7 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
         if removed and progress:
             tqdm.write(f"shlib: removed {removed} container(s) the interrupted run left behind")
     prep = prepare(spec, runtimes, client, run_id, library)
+    prep.engine = engine_facts(client) if client is not None else None
     if meta is not None:
         check_resume_inputs(meta, prep)
     store = ResultsStore(out)
@@ -316,7 +319,7 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
         run_id=run_id, shlib_version=shlib.__version__, status="running", spec=spec.as_dict(), seed=spec.seed,
         runtime_set=names, started_at=meta.started_at if meta else now,
         resumed_at=[*meta.resumed_at, now] if meta else [], hostname=socket.gethostname(), host=host_facts(),
-        engine=engine_facts(client) if client is not None else None,
+        engine=prep.engine,
         runtimes={n: (meta.runtimes[n].model_dump() if n in gone and meta and n in meta.runtimes else rt.as_dict())
                   for n, rt in runtimes.items()},
         runtimes_unavailable={n: rt.reason for n, rt in known.items() if not rt.available},

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from shlib.analysis.frames import FACTORS
 from shlib.results.schema import runtime_kind
 
 # Families get hues: runc blue, crun teal, native grey, gVisor oranges/reds, Kata greens, other purples.
@@ -105,7 +106,7 @@ def _empty(message: str) -> Figure:
 
 def _panels(table: pd.DataFrame, extra: Iterable[str] = ()) -> list[tuple[str, pd.DataFrame]]:
     """One panel per module (and per level of any other factor column present)."""
-    factors = [c for c in ("mount", "cache", "node_version", "load_mode", *extra) if c in table.columns]
+    factors = [c for c in (*FACTORS, *extra) if c in table.columns]
     keys = ["module", *factors]
     out = []
     for key, rows in table.groupby(keys, sort=True, observed=True):
@@ -170,7 +171,7 @@ def plot_ratios(ratios: pd.DataFrame, replication: pd.DataFrame | None = None,
         part = rows[rows["baseline"] == baseline].copy()
         part["_order"] = [runtime_order(part["runtime"].astype(str)).index(r) for r in part["runtime"].astype(str)]
         part = part.sort_values(["_order", "module", "concurrency"], ascending=[True, True, True])
-        factors = [c for c in ("mount", "cache", "node_version", "load_mode") if c in part.columns]
+        factors = [c for c in FACTORS if c in part.columns]
         labels = [f"{r.runtime} | {r.module} | c={r.concurrency}" + "".join(f" | {getattr(r, f)}" for f in factors)
                   for r in part.itertuples()]
         y = np.arange(len(part))[::-1]
@@ -239,7 +240,7 @@ def plot_scaling(summary: pd.DataFrame, ratios: pd.DataFrame | None = None,
             ax = axes[1, col]
             module = rows["module"].iloc[0]
             part = ratio_rows[ratio_rows["module"] == module]
-            for f in ("mount", "cache", "node_version", "load_mode"):
+            for f in FACTORS:
                 if f in part.columns and f in rows.columns:
                     part = part[part[f] == rows[f].iloc[0]]
             for runtime in runtime_order(part["runtime"].astype(str)):

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shlib.analysis.frames import FACTORS
 from shlib.analysis.variants import file_access
 from shlib.results.metadata import RunMetadata
 
@@ -136,8 +137,8 @@ def ratio_overview(ratio_summary: pd.DataFrame, baseline: str | None = None, sta
     if runtimes is not None:
         rows = rows[rows["runtime"].isin(list(runtimes))]
     out = rows.rename(columns={"gmean_ratio": "ratio"})
-    keep = [c for c in ("runtime", "runtime_kind", "baseline", "concurrency", "oversubscribed", "mount", "cache",
-                        "node_version", "load_mode", "ratio", "ci_low", "ci_high", "n_modules", "ci_method", "note")
+    keep = [c for c in ("runtime", "runtime_kind", "baseline", "concurrency", "oversubscribed", *FACTORS,
+                        "ratio", "ci_low", "ci_high", "n_modules", "ci_method", "note")
             if c in out.columns]
     return out[keep].reset_index(drop=True)
 
@@ -149,7 +150,7 @@ def module_ratios(ratios: pd.DataFrame, baseline: str | None = None, statistic: 
     rows = ratios[ratios["statistic"] == statistic]
     if baseline is not None:
         rows = rows[rows["baseline"] == baseline]
-    keep = [c for c in ("runtime", "baseline", "module", "concurrency", "mount", "cache", "node_version", "load_mode",
+    keep = [c for c in ("runtime", "baseline", "module", "concurrency", *FACTORS,
                         "ratio", "ci_low", "ci_high", "ci_method", "n", "n_baseline", "n_batches", "note")
             if c in rows.columns]
     return rows[keep].reset_index(drop=True)
@@ -159,7 +160,7 @@ def load_time_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Median load time (ms) per module and runtime (rows) and concurrency (columns)."""
     if len(summary) == 0:
         return summary
-    index = [c for c in ("module", "mount", "cache", "node_version", "load_mode") if c in summary.columns]
+    index = [c for c in ("module", *FACTORS) if c in summary.columns]
     table = summary.pivot_table(index=[*index, "runtime"], columns="concurrency", values="median_ms",
                                 observed=True)
     table.columns = [f"c={c} median_ms" for c in table.columns]
@@ -250,6 +251,6 @@ def trend_overview(scaling: pd.DataFrame) -> pd.DataFrame:
     slope = [f"{r.ratio_pct_per_container:+.1f}% [{r.ratio_pct_ci_low:+.1f}%, {r.ratio_pct_ci_high:+.1f}%]"
              if np.isfinite(r.ratio_pct_per_container) else "no slope: a log-linear trend does not fit"
              if r.ratio_trend_fits is False else "" for r in rows.itertuples()]
-    keep = [c for c in ("runtime", "module", "mount", "cache", "node_version", "load_mode") if c in rows.columns]
+    keep = [c for c in ("runtime", "module", *FACTORS) if c in rows.columns]
     return rows[keep].assign(ratio_by_level=rows["ratio_by_level"], lack_of_fit_p=rows["ratio_trend_p"].round(4),
                              ratio_change_per_container=slope).reset_index(drop=True)

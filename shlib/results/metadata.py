@@ -12,6 +12,12 @@ Versions of the results directory (metadata.json + the row schema of ``shlib.res
        not from today's catalog, so batch ids keep pointing at the same cells). Rows: a native
        trial's ``created_at``/``started_at`` are its process spawn (v1: ``started_at`` was the go
        time); ``wall_ms`` no longer includes waiting for a worker thread above 16 containers.
+    3  ``engine`` names the engine (``label``, ``kind``: docker | podman, ``id``, ``name``, ``version``).
+       Rows: ``language`` and ``interpreter_version`` (Python beside Node), ``engine``,
+       ``engine_kind``, ``engine_host``, the trial's timeline (``create_ms``, ``start_ms``,
+       ``teardown_ms``, ``clock_offset_ms``) and the sandbox's resources (``cpu_ms``,
+       ``proc_cpu_ms``, ``mem_peak_mb``). Rows of older runs read with ``language`` "node",
+       ``interpreter_version`` = ``node_version`` and the engine of their metadata (label "default").
 """
 
 from __future__ import annotations
@@ -131,8 +137,21 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "runtime_set": list(runtimes), "schema_version": 2}
 
 
+#: The label of the engine a run uses when none is named (DOCKER_HOST or the local socket); runs made
+#: before v3 ran on one engine and carry it too.
+DEFAULT_ENGINE_LABEL = "default"
+
+
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 ran on the local Docker engine and recorded only its facts."""
+    engine = data.get("engine")
+    if isinstance(engine, dict):
+        engine = {"label": DEFAULT_ENGINE_LABEL, "kind": "docker", **engine}
+    return {**data, "engine": engine, "schema_version": 3}
+
+
 #: version -> function turning a metadata dict of that version into the next version's.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(data: dict[str, Any], where: str = "metadata") -> dict[str, Any]:

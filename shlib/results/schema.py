@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 #: Version of the results directory (metadata.json + rows); its history is in shlib.results.metadata.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Column -> type (string, int64, float64, timestamp: microseconds, UTC). One row: one module load in one trial.
 COLUMN_TYPES: tuple[tuple[str, str], ...] = (
@@ -32,7 +32,9 @@ COLUMN_TYPES: tuple[tuple[str, str], ...] = (
     ("position", "int64"),      # order of the module within its process
     ("mount", "string"),        # volume | bind | image | host (native)
     ("cache", "string"),        # warm | cold
-    ("node_version", "string"),
+    ("node_version", "string"),  # Node's version (Node trials only; see interpreter_version)
+    ("language", "string"),     # node | python: the ecosystem of the module and the probe
+    ("interpreter_version", "string"),  # version of the probe's interpreter (Node or Python)
     ("image_id", "string"),
     ("load_ms", "float64"),     # first require()/import() of the module, NaN unless ok
     ("status", "string"),       # ok | error | timeout | start_failed | crashed | skipped
@@ -48,6 +50,19 @@ COLUMN_TYPES: tuple[tuple[str, str], ...] = (
     ("finished_at", "timestamp"),  # engine's FinishedAt (native: its exit seen by the harness)
     ("exit_code", "int64"),
     ("engine_runtime", "string"),  # HostConfig.Runtime as the engine recorded it
+    # Where the trial ran: the engine (a label unique within a campaign), its kind and its host.
+    ("engine", "string"),       # e.g. "default", a docker context name, or the engine's URL
+    ("engine_kind", "string"),  # docker | podman | native (no engine)
+    ("engine_host", "string"),  # the engine host's name as the engine reports it
+    # Timeline of the trial, one phase per column (ms; clocks in shlib.collect.records).
+    ("create_ms", "float64"),   # the engine's create call
+    ("start_ms", "float64"),    # start call until the probe's process began
+    ("teardown_ms", "float64"), # the probe's exit until the container was removed
+    ("clock_offset_ms", "float64"),  # bound on |probe clock - harness clock| for this trial
+    # The sandbox's own resources while the module loaded (between go and loaded).
+    ("cpu_ms", "float64"),      # CPU time of the container's whole cgroup (sentry, gofer and app)
+    ("proc_cpu_ms", "float64"), # the probe process's own CPU (user + sys), read from inside
+    ("mem_peak_mb", "float64"), # peak memory of the container's cgroup
 )
 COLUMNS = [name for name, _ in COLUMN_TYPES]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shlib.errors import ResultsError
-from shlib.results.metadata import RunMetadata
+from shlib.results.metadata import DEFAULT_ENGINE_LABEL, RunMetadata
 from shlib.results.schema import arrow_schema, to_table
 
 if TYPE_CHECKING:
@@ -113,11 +113,32 @@ def load_frame(run_dir: Path) -> pd.DataFrame:
             raise ResultsError(f"{file} cannot be read ({exc}); move it aside to load the rest") from exc
     frame = frame_of(pa.concat_tables(tables) if tables else arrow_schema().empty_table())
     frame = frame.drop_duplicates(subset=["trial_id", "module", "position"], keep="last")
-    return frame.reset_index(drop=True)
+    meta = read_metadata(run_dir) if (run_dir / "metadata.json").exists() else None
+    return fill_older_rows(frame.reset_index(drop=True), meta)
+
+
+def fill_older_rows(frame: pd.DataFrame, meta: RunMetadata | None) -> pd.DataFrame:
+    """Rows written before schema v3 given the v3 columns they imply (Node; the run's one engine)."""
+    if frame["language"].isna().any():
+        frame["language"] = frame["language"].astype(object).fillna("node").astype("category")
+    missing = frame["interpreter_version"].isna()
+    if missing.any():
+        frame.loc[missing, "interpreter_version"] = frame.loc[missing, "node_version"]
+    engine = (meta.engine if meta else None) or {}
+    native = frame["runtime_kind"].astype(str) == "native"
+    for column, value in (("engine", engine.get("label", DEFAULT_ENGINE_LABEL)),
+                          ("engine_host", (meta.host.hostname or meta.hostname) if meta else None)):
+        if value is not None:
+            frame[column] = frame[column].fillna(value)
+    kinds = frame["engine_kind"].isna()
+    if kinds.any():
+        frame.loc[kinds & native, "engine_kind"] = "native"
+        frame.loc[kinds & ~native, "engine_kind"] = engine.get("kind", "docker")
+    return frame
 
 
 #: Factor columns that a results frame holds as pandas categories.
-CATEGORIES = ("runtime", "runtime_kind", "module", "status", "mount", "cache", "load_mode")
+CATEGORIES = ("runtime", "runtime_kind", "module", "status", "mount", "cache", "load_mode", "language")
 
 
 def frame_of(table: pa.Table) -> pd.DataFrame:
