@@ -309,7 +309,7 @@ BAD = [
                                                               r"the results; choose one of: .*\bnative, runc\b"),
     ("04-gvisor-generations", {"n_resamples": 5}, r"n_resamples: 5 is not allowed; give a whole number from 100"),
     ("01-collect", {"preset": "nope"},
-     r"preset: 'nope' does not exist; choose one of: gvisor-settings, paper, quick, smoke"),
+     r"preset: 'nope' does not exist; choose one of: gvisor-settings, paper, python, quick, smoke"),
     ("01-collect", {"runtimes": ["nope"]}, r"runtimes: unknown runtime\(s\) 'nope'; known here: native"),
     ("00-environment", {"recheck": "yes"}, r"recheck: 'yes' is not allowed; give True or False"),
 ]

@@ -15,10 +15,12 @@ from shlib.collect.probe import Outcome, _Lines, go_message, parse_payload, prob
 class NativeBatch:
     """Runs batches of probe processes directly on the host (the floor)."""
 
-    def __init__(self, node: str, probe: Path, timeout_s: float):
+    def __init__(self, node: str, probe: Path, timeout_s: float, flags: tuple[str, ...] = ()):
+        """``node``: the interpreter (Node, or Python with its ``flags``) that runs ``probe``."""
         self.node = node
         self.probe = probe
         self.timeout_s = timeout_s
+        self.flags = flags
 
     def run(self, n: int, lib: str, modules: tuple[str, ...]) -> list[Outcome]:
         outcomes = [Outcome(slot=i) for i in range(n)]
@@ -29,7 +31,7 @@ class NativeBatch:
                 # engine's Created and StartedAt of a container).
                 outcomes[i].t_create = time.monotonic()
                 outcomes[i].created_at = _now_iso()
-                procs[i] = subprocess.Popen([self.node, str(self.probe), probe_argument(lib, modules)],
+                procs[i] = subprocess.Popen([self.node, *self.flags, str(self.probe), probe_argument(lib, modules)],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             start_new_session=True)
                 outcomes[i].started_at = _now_iso()
