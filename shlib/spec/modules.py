@@ -69,7 +69,7 @@ def parse_module(spec: str) -> tuple[str, str | None]:
 LANGUAGES = {"npm": "node", "py": "python"}
 MAX_PY_SPEC = 200
 #: A Python requirement shlib accepts: a PEP 508 name and optionally one exact ``==`` pin (PEP 440 version).
-PY_RE = re.compile(r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)(?:==(?P<version>[0-9][0-9A-Za-z.!+]*))?$")
+PY_RE = re.compile(r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)(?:==(?P<version>[0-9][0-9A-Za-z.]*))?$")
 _PY_ALLOWED = ("a package name of letters, digits and - . _ (starting and ending with a letter or digit), "
                "optionally pinned exactly with ==VERSION (e.g. 'py:numpy==2.1.3')")
 
@@ -105,6 +105,8 @@ def _why_not_python(text: str) -> str:
         return "paths are not allowed"
     if "[" in text or "]" in text:
         return "extras ([...]) are not supported: name the extra's packages themselves"
+    if re.fullmatch(r"[A-Za-z0-9._-]+==[0-9][0-9A-Za-z.]*\+[0-9A-Za-z.]+", text):
+        return "local versions (+...) are not on package indexes; pin a released version"
     if re.fullmatch(r"[A-Za-z0-9._-]+\s*(~=|>=|<=|!=|===|>|<)\s*[0-9A-Za-z.*+!]+", text):
         return "only an exact pin (==VERSION) or no version is allowed, no ranges"
     if re.search(r"[\s$`|&<>(){}*?!#'\"^,]", text):
@@ -126,8 +128,6 @@ def parse_python(text: str) -> ModuleRef:
         version = Version(match.group("version")) if match.group("version") else None
     except (InvalidRequirement, InvalidVersion) as exc:
         raise ValueError(f"'py:{text}' is not a valid requirement ({exc}); use {_PY_ALLOWED}") from None
-    if version is not None and version.local is not None:
-        raise ValueError(f"'py:{text}': local versions (+...) are not on package indexes; pin a released version")
     name = canonicalize_name(requirement.name)
     if name.replace("-", "_") in sys.stdlib_module_names:
         raise ValueError(f"'py:{text}': {name!r} is the name of a Python standard library module; importing it "
