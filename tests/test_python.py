@@ -239,3 +239,50 @@ def test_real_mixed_node_and_python_run_with_pip_packages(client, tmp_path):
     packages = meta.library.model_extra["python_libraries"]["python:host"]["packages"]
     assert packages["requests"] == "2.32.3" and {"urllib3", "idna", "certifi", "charset-normalizer"} <= set(packages)
     assert_run_left_nothing(client, out)
+
+
+# ---- analysis: language is a factor ----------------------------------------------------------------
+
+
+def _two_language_frame(languages=("node", "python")):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    penalty = {"node": 4.0, "python": 2.5}
+    modules = {"node": ["lodash", "express"], "python": ["numpy", "requests"]}
+    rows, batch = [], 0
+    for rep in range(6):
+        for language in languages:
+            for module in modules[language]:
+                for runtime, factor in (("runc", 1.0), ("runsc-x", penalty[language]), ("native", 0.8)):
+                    batch += 1
+                    rows.append({"runtime": runtime, "module": module, "concurrency": 1, "status": "ok",
+                                 "load_ms": 50 * factor * float(np.exp(rng.normal(0, 0.05))), "batch_id": batch,
+                                 "rep": rep, "language": language,
+                                 "interpreter_version": "v20.0.0" if language == "node" else "3.11.2"})
+    return pd.DataFrame(rows)
+
+
+def test_ratios_are_per_language_and_the_replication_judges_node_only():
+    from shlib.analysis.analyze import analyze_frame
+    from shlib.present import plots, readings
+
+    both = analyze_frame(_two_language_frame(), n_resamples=200)
+    summary = both.ratio_summary[(both.ratio_summary["statistic"] == "median")
+                                 & (both.ratio_summary["runtime"] == "runsc-x")].set_index("language")
+    assert summary.loc["node", "gmean_ratio"] == pytest.approx(4.0, rel=0.1)
+    assert summary.loc["python", "gmean_ratio"] == pytest.approx(2.5, rel=0.1)
+    assert summary.loc["python", "modules"] == "numpy, requests"  # never a ratio over both languages
+    judged = both.replication[both.replication["claim_id"] == "KY2020-gvisor-docker-max"].iloc[0]
+    assert judged["n_cells"] == 2 and "numpy" not in judged["reason"] and "requests" not in judged["reason"]
+    assert judged["estimate"] == pytest.approx(4.0, rel=0.15)  # the Node cells, not Python's 2.5x
+    assert "Sandbox penalty by language" in readings.language_reading(both)
+    assert len(plots.plot_language_penalty(both.ratio_summary, both.baseline).axes) >= 1
+
+    python_only = analyze_frame(_two_language_frame(("python",)), n_resamples=200)
+    assert set(python_only.replication["verdict"]) == {"not measured (runtime absent)"}
+    assert python_only.replication["reason"].str.contains("no Node.js cell").all()
+    assert readings.language_reading(python_only).startswith("**One language only** (python)")
+    fig = plots.plot_language_penalty(python_only.ratio_summary, python_only.baseline)
+    assert "one language only" in fig.axes[0].texts[0].get_text()
