@@ -128,9 +128,10 @@ def setup(host_setup: bool, nodes: tuple[str, ...], modules: str, python_setup: 
         for image in images:
             click.echo(f"image {image.tag} ({image.node_version}, {image.image_id[:19]})")
         refs = spec.module_refs()
-        library = install_library([r.requirement for r in refs if r.language == "node"])
-        click.echo(f"library {library.path}: {library.manifest['files']} files, tree {library.tree_hash[:12]}")
-        click.echo(f"volume {ensure_volume(client, library, images[0])}")
+        if "node" in spec.languages():
+            library = install_library([r.requirement for r in refs if r.language == "node"])
+            click.echo(f"library {library.path}: {library.manifest['files']} files, tree {library.tree_hash[:12]}")
+            click.echo(f"volume {ensure_volume(client, library, images[0])}")
         py_modules = [m for m, r in zip(spec.modules, refs, strict=True) if r.language == "python"]
         if python_setup and not py_modules:
             py_modules = [m for m in preset("quick").modules if parse_ref(m).language == "python"]
