@@ -232,10 +232,11 @@ def _libraries(spec: Spec, given: Library | list[Library] | None) -> dict[str, L
         out[f"python:{source}"] = by_language.get("python") or install_python_library(
             [m for m, r in zip(spec.modules, refs, strict=True) if r.language == "python"], source=source)
     for key, lib in out.items():
-        wanted = {r.name for r in refs if library_key(r.language, key) == key}
+        language = "node" if key == "node" else "python"
+        wanted = {r.name for r in refs if r.language == language}
         absent = wanted - {m["module"] for m in lib.manifest["modules"]}
         if absent:
-            raise SpecError(f"modules: {', '.join(sorted(absent))} not in the given {lib.language} library")
+            raise SpecError(f"modules: {', '.join(sorted(absent))} not in the given {language} library")
     return out
 
 
