@@ -154,8 +154,8 @@ def check_resume_inputs(meta: RunMetadata, prep: Prepared) -> None:
 
 def _python_libraries(prep: Prepared) -> dict[str, Any]:
     """The Python libraries' manifests by ``library_key``, for the run's metadata (beside the Node one)."""
-    found = {key: {"path": str(lib.path), **lib.manifest} for key, lib in prep.libraries.items()
-             if lib.language == "python"}
+    found = {key: {"path": str(lib.path), "volume": prep.volumes.get(key), **lib.manifest}
+             for key, lib in prep.libraries.items() if lib.language == "python"}
     return {"python_libraries": found} if found else {}
 
 
