@@ -39,7 +39,9 @@ COLUMN_TYPES: tuple[tuple[str, str], ...] = (
     ("load_ms", "float64"),     # first require()/import() of the module, NaN unless ok
     ("status", "string"),       # ok | error | timeout | start_failed | crashed | skipped
     ("error", "string"),
-    ("boot_ms", "float64"),     # the interpreter's own start-up before the probe ran (Python: 10 ms ticks)
+    ("boot_ms", "float64"),     # start-up before the probe ran. Node: its own (performance.now()). Python: since
+                                # the process was created (10 ms ticks; under runc that includes runc's init,
+                                # which execs the interpreter in the same process): not comparable across them
     ("files_loaded", "int64"),  # Node: CommonJS files the load added to require.cache; Python: modules the
                                 # import added to sys.modules (packages, submodules, extension modules)
     ("rss_mb", "float64"),      # resident memory of the process after loading

@@ -20,7 +20,10 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _process_age_ms():
-    """ms since this process started: now (CLOCK_BOOTTIME) minus /proc/self/stat's start time.
+    """ms since this process was created: now (CLOCK_BOOTTIME) minus /proc/self/stat's start time.
+
+    Creation, not exec: a container runtime that forks its init and then execs Python (runc) is
+    counted in, which Node's performance.now() origin is not.
 
     The start time is counted in clock ticks (1/CLK_TCK s, 10 ms on Linux), so boot_ms has that
     resolution. None when the kernel's (or sandbox's) clocks make no sense of it.
