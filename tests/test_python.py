@@ -99,6 +99,7 @@ def test_presets_and_sets():
     py = preset("python")
     assert set(py.runtimes) == {"native", "runc", "runsc-20221219-ptrace", "runsc-20240729-systrap"}
     assert {"numpy", "requests", "flask"} <= set(py.module_names()) and py.concurrency == [1, 4]
+    assert py.languages() == ["node", "python"]  # both in one run: the penalty per language, same conditions
     quick = preset("quick")
     assert quick.languages() == ["node", "python"]
 
