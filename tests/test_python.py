@@ -279,6 +279,11 @@ def test_ratios_are_per_language_and_the_replication_judges_node_only():
     assert judged["n_cells"] == 2 and "numpy" not in judged["reason"] and "requests" not in judged["reason"]
     assert judged["estimate"] == pytest.approx(4.0, rel=0.15)  # the Node cells, not Python's 2.5x
     assert "Sandbox penalty by language" in readings.language_reading(both)
+    from shlib.present import tables  # the notebooks' tables keep one row per runtime and language
+
+    by_level = tables.ratio_by_concurrency(both.ratio_summary, both.baseline)
+    assert {("runsc-x", "node"), ("runsc-x", "python")} <= {key[:2] for key in by_level.index}
+    assert len(tables.tests_overview(both.tests)) == len(by_level)
     assert len(plots.plot_language_penalty(both.ratio_summary, both.baseline).axes) >= 1
 
     python_only = analyze_frame(_two_language_frame(("python",)), n_resamples=200)
