@@ -154,4 +154,5 @@ def main():
     os._exit(0)  # no interpreter teardown of what the modules loaded (atexit handlers, threads)
 
 
-main()
+if __name__ == "__main__":
+    main()
