@@ -90,6 +90,8 @@ def test_a_mixed_spec_plans_cells_per_language_with_their_own_interpreter():
     assert units == {("lodash", "react"), ("py:flask",)}  # one process never mixes two interpreters
     with pytest.raises(SpecError, match="python: 'wheel:22' is not a python source"):
         make_spec({"python": ["wheel:22"]})
+    two = make_spec({**spec.as_dict(), "python": ["host", "debian:trixie"]})
+    assert {c.node for c in cells(two, ["runc"]) if c.language == "python"} == {"python:host", "python:debian:trixie"}
 
 
 def test_presets_and_sets():
@@ -100,6 +102,7 @@ def test_presets_and_sets():
     assert set(py.runtimes) == {"native", "runc", "runsc-20221219-ptrace", "runsc-20240729-systrap"}
     assert {"numpy", "requests", "flask"} <= set(py.module_names()) and py.concurrency == [1, 4]
     assert py.languages() == ["node", "python"]  # both in one run: the penalty per language, same conditions
+    assert py.python == ["host", "debian:trixie"]  # two interpreter versions
     quick = preset("quick")
     assert quick.languages() == ["node", "python"]
 
@@ -292,3 +295,23 @@ def test_ratios_are_per_language_and_the_replication_judges_node_only():
     assert readings.language_reading(python_only).startswith("**One language only** (python)")
     fig = plots.plot_language_penalty(python_only.ratio_summary, python_only.baseline)
     assert "one language only" in fig.axes[0].texts[0].get_text()
+
+
+@pytest.mark.docker
+def test_a_debian_interpreter_is_a_second_interpreter_version(client, fx_pylibrary, tmp_path):
+    """Debian 13's python3.13, unpacked from its packages, runs in its own image and natively through its loader."""
+    interp = find_interpreter("debian:trixie")
+    assert interp.version.startswith("3.13.") and interp.image_executable == "/usr/bin/python3.13"
+    library = install_python_library([], root=tmp_path / "pylibs", source="debian:trixie",
+                                     local={FX_OK: PYFIXTURES / "shlib_fx_pyok",
+                                            FX_RAISES: PYFIXTURES / "shlib_fx_pyraises"})
+    assert library.manifest["python"]["cache_tag"] == "cpython-313" and library.manifest["pyc_missing"] == 0
+    spec = {"name": "t-py-debian", "runtimes": ["native", "runc"], "modules": [f"py:{FX_OK}", f"py:{FX_RAISES}"],
+            "python": ["debian:trixie"], "repetitions": 1, "seed": 5}
+    out = runner.run_experiment(spec, tmp_path / "run", client=client, progress=False, library=library)
+    df, meta = load_results(out)
+    assert set(df["interpreter_version"]) == {interp.version}
+    assert (df.loc[df["module"] == FX_OK, "status"] == "ok").all()
+    assert (df.loc[df["module"] == FX_RAISES, "status"] == "error").all()
+    assert meta.images["python:debian:trixie"].model_extra["python_version"] == interp.version
+    assert_run_left_nothing(client, out)

@@ -6,7 +6,8 @@ its real binary (a pyenv shim is a shell script: the interpreter itself names it
 The image holds that binary at the same path, its standard library (without site-packages, tests
 and GUI modules), the shared libraries ``ldd`` lists for the binary, for every extension module of
 the standard library and of the shared library mounted beside it, a non-root user and the probe.
-Native trials run the same interpreter on the host.
+Source ``debian:<suite>`` (``shlib.collect.debpython``): Debian's python3 of that suite unpacked
+from its packages; that root is the image's root. Native trials run the same interpreter on the host.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import docker
 import docker.errors
 
+from shlib.collect.debpython import SUITES, debian_root, launcher
 from shlib.collect.engine import LABEL
 from shlib.collect.image import PROBE_USER, _add_dir, _add_file, _find, linked_libraries
 from shlib.errors import ImageError
@@ -58,13 +60,27 @@ class PythonInterpreter:
     """A Python interpreter on the host: where its binary and standard library are."""
 
     source: str
-    executable: str
+    executable: str  # the interpreter's path on the host
     version: str
     implementation: str
     cache_tag: str
     stdlib: str
     path: tuple[str, ...]  # sys.path under -I -S: the standard library's directories
     facts: dict[str, Any]
+    #: What runs ``executable`` on the host (a Debian root's own loader; empty for the host's interpreter).
+    launcher: tuple[str, ...] = ()
+    #: The unpacked Debian root that is the image's root file system (None: built from the host's files).
+    root: str | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        """The command line that starts this interpreter on the host."""
+        return [*self.launcher, self.executable]
+
+    @property
+    def image_executable(self) -> str:
+        """The interpreter's path inside its image."""
+        return "/" + str(Path(self.executable).relative_to(self.root)) if self.root else self.executable
 
     @property
     def major_minor(self) -> str:
@@ -94,20 +110,29 @@ def py_probe_source() -> bytes:
 @functools.cache
 def find_interpreter(source: str = "host") -> PythonInterpreter:
     """The interpreter of ``source`` (see the module's docstring), asked for its own facts."""
-    if source != "host":
-        raise ImageError(f"python source {source!r} is not known: use 'host'")
-    candidate = str(DEBIAN_PYTHON) if os.access(DEBIAN_PYTHON, os.X_OK) else shutil.which("python3")
-    if candidate is None:
-        raise ImageError("python source 'host' needs /usr/bin/python3 or python3 on PATH "
-                         "(Debian/Ubuntu: apt-get install python3)")
-    done = subprocess.run([candidate, "-I", "-S", "-c", _FACTS], capture_output=True, text=True, timeout=60)
+    launch: tuple[str, ...] = ()
+    root: Path | None = None
+    if source == "host":
+        candidate = str(DEBIAN_PYTHON) if os.access(DEBIAN_PYTHON, os.X_OK) else shutil.which("python3")
+        if candidate is None:
+            raise ImageError("python source 'host' needs /usr/bin/python3 or python3 on PATH "
+                             "(Debian/Ubuntu: apt-get install python3)")
+    elif source.startswith("debian:"):
+        suite = source.split(":", 1)[1]
+        root = debian_root(suite)
+        candidate = str(root / f"usr/bin/python{SUITES[suite]}")
+        launch = launcher(root)
+    else:
+        raise ImageError(f"python source {source!r} is not known: use 'host', 'debian:bookworm' or 'debian:trixie'")
+    done = subprocess.run([*launch, candidate, "-I", "-S", "-c", _FACTS], capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise ImageError(f"{candidate} could not report its facts: {done.stderr.strip()[-500:]}")
     facts = json.loads(done.stdout)
-    executable = os.path.realpath(facts["executable"])
+    executable = candidate if root is not None else os.path.realpath(facts["executable"])
     return PythonInterpreter(source=source, executable=executable, version=facts["version"],
                              implementation=facts["implementation"], cache_tag=facts["cache_tag"],
-                             stdlib=facts["stdlib"], path=tuple(facts["path"]), facts=facts)
+                             stdlib=facts["stdlib"], path=tuple(facts["path"]), facts=facts, launcher=launch,
+                             root=str(root) if root is not None else None)
 
 
 def _extension_modules(root: Path) -> list[Path]:
@@ -134,6 +159,8 @@ def _skip(rel: Path) -> bool:
 
 def rootfs_tar(interp: PythonInterpreter, extra_libs: list[Path]) -> bytes:
     """A minimal root: the interpreter at its own path, its standard library, the libraries, a user, the probe."""
+    if interp.root is not None:
+        return _debian_rootfs_tar(Path(interp.root))
     stdlib = Path(interp.stdlib)
     dirs = [Path(p) for p in interp.path if Path(p).is_dir()]
     objects = [Path(interp.executable)]
@@ -174,6 +201,41 @@ def rootfs_tar(interp: PythonInterpreter, extra_libs: list[Path]) -> bytes:
     return buf.getvalue()
 
 
+def _debian_rootfs_tar(root: Path) -> bytes:
+    """A Debian root as unpacked (without docs and the standard library's tests), a user and the probe."""
+    buf = io.BytesIO()
+    skip = {"doc", "man", "info", "lintian", "locale", *_SKIP_DIRS}
+
+    def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(n for n in dirnames if n not in skip and not n.startswith("config-"))
+            rel = os.path.relpath(dirpath, root)
+            if rel != ".":
+                tar.add(dirpath, arcname=rel, recursive=False, filter=owned_by_root)
+            for name in sorted(filenames):
+                if rel == "." and name == ".complete":
+                    continue
+                full = os.path.join(dirpath, name)
+                tar.add(full, arcname=os.path.normpath(os.path.join(rel, name)), recursive=False, filter=owned_by_root)
+            # Symlinks to directories (lib -> usr/lib): os.walk lists them with the directories, never enters them.
+            for name in [n for n in os.listdir(dirpath) if os.path.islink(os.path.join(dirpath, n))
+                         and os.path.isdir(os.path.join(dirpath, n)) and n not in filenames]:
+                full = os.path.join(dirpath, name)
+                tar.add(full, arcname=os.path.normpath(os.path.join(rel, name)), recursive=False, filter=owned_by_root)
+        for d in ("/tmp", "/home/python", PY_MOUNT_POINT, "/opt/shlib"):
+            _add_dir(tar, d, 0o1777 if d == "/tmp" else 0o755)
+        _add_file(tar, "/etc/passwd",
+                  b"root:x:0:0:root:/root:/sbin/nologin\npython:x:1000:1000:python:/home/python:/sbin/nologin\n")
+        _add_file(tar, "/etc/group", b"root:x:0:\npython:x:1000:\n")
+        _add_file(tar, PY_PROBE_PATH, py_probe_source())
+    return buf.getvalue()
+
+
 def library_system_libraries(site: Path) -> list[Path]:
     """System libraries the extension modules of a Python library link (numpy's wheels: libgcc_s, ...)."""
     return _system_libraries(_extension_modules(site), [site]) if site.is_dir() else []
@@ -183,21 +245,23 @@ def ensure_python_image(client: docker.DockerClient, source: str = "host", site:
     """The Python probe image for ``source``, built when missing; it also holds the system libraries
     the extension modules under ``site`` (the shared library) link, so that the library runs in it."""
     interp = find_interpreter(source)
-    extra = library_system_libraries(site) if site is not None else []
+    # A Debian root brings its own libstdc++/libgcc_s; the host's (older) ones must not replace them.
+    extra = library_system_libraries(site) if site is not None and interp.root is None else []
     probe = hashlib.sha256(py_probe_source()).hexdigest()[:12]
     libs = hashlib.sha256("\n".join(str(p) for p in extra).encode()).hexdigest()[:8]
-    tag = f"{REPOSITORY}:{interp.version}-p{probe}-l{libs}"
+    tag = f"{REPOSITORY}:{interp.version}-{source.replace(':', '-')}-p{probe}-l{libs}"
     image = _find(client, tag)
     if image is None:
         changes = [f"LABEL {LABEL}=true", f"LABEL shlib.python_version={interp.version}",
-                   f"ENV PATH={Path(interp.executable).parent}:/usr/local/bin:/usr/bin:/bin", "WORKDIR /tmp"]
+                   f"LABEL shlib.python_source={source}",
+                   f"ENV PATH={Path(interp.image_executable).parent}:/usr/local/bin:/usr/bin:/bin", "WORKDIR /tmp"]
         repo, tag_name = tag.split(":")
         client.api.import_image_from_data(rootfs_tar(interp, extra), repository=repo, tag=tag_name, changes=changes)
         image = _find(client, tag)
         if image is None:
             raise ImageError(f"docker import did not produce {tag}")
-    return PythonImage(tag=tag, image_id=image.id, python_version=interp.version, executable=interp.executable,
-                       source=source)
+    return PythonImage(tag=tag, image_id=image.id, python_version=interp.version,
+                       executable=interp.image_executable, source=source)
 
 
 def python_command(executable: str, probe: str, argument: str) -> list[str]:

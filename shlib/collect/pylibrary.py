@@ -32,6 +32,9 @@ from shlib.errors import LibraryError
 from shlib.paths import cache_dir
 from shlib.spec.modules import ModuleRef, parse_ref
 
+#: How a library is laid out and compiled; a change makes every cached library be installed anew.
+LIBRARY_FORMAT = 2
+
 
 def interpreter_key(interp: PythonInterpreter) -> str:
     """What a Python library depends on besides its requirements: wheel tags and bytecode."""
@@ -182,7 +185,7 @@ def install_python_library(modules: list[str] | tuple[str, ...], root: Path | No
     interp = find_interpreter(source)
     local = dict(local or {})
     local_names = {canonicalize_name(n): Path(d) for n, d in local.items()}
-    key_parts = [interpreter_key(interp), *sorted(r.requirement for r in refs),
+    key_parts = [f"format {LIBRARY_FORMAT}", interpreter_key(interp), *sorted(r.requirement for r in refs),
                  *(f"{n}={tree_digest(d)[0]}" for n, d in sorted(local_names.items()))]
     path = (root or cache_dir() / "pylibs") / hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:16]
     manifest_path = path / "shlib-manifest.json"
@@ -208,7 +211,10 @@ def install_python_library(modules: list[str] | tuple[str, ...], root: Path | No
                 raise LibraryError(f"local Python package {src} has no __init__.py")
             shutil.copytree(src, site / src.name)
             imports[name] = src.name
-        subprocess.run([interp.executable, "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(site)],
+        # In parallel (-j 0) compileall starts workers from sys.executable, which a Debian root's interpreter
+        # cannot be without its loader: one process then.
+        workers = "1" if interp.launcher else "0"
+        subprocess.run([*interp.argv, "-I", "-S", "-m", "compileall", "-q", "-j", workers, str(site)],
                        capture_output=True, text=True)  # a file that does not compile is counted below
         shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts: never run, not part of an import
         manifest = build_py_manifest(site, [*refs, *(parse_ref(f"py:{n}") for n in sorted(local_names))], interp,

@@ -299,7 +299,7 @@ def execute(batch: Batch, prep: Prepared) -> list[Outcome]:
         with resources.as_file(resources.files("shlib.collect.probes").joinpath(probe_file)) as probe:
             if python:
                 interp = find_interpreter(cell.node.split(":", 1)[1])
-                native = NativeBatch(interp.executable, probe, prep.timeout_s, flags=PY_FLAGS)
+                native = NativeBatch(interp.argv[0], probe, prep.timeout_s, flags=(*interp.argv[1:], *PY_FLAGS))
             else:
                 native = NativeBatch(prep.native_nodes[cell.node], probe, prep.timeout_s)
             return native.run(cell.concurrency, str(lib.content), names)

@@ -24,8 +24,8 @@ MAX_CONCURRENCY = 256
 NODE_SOURCE_RE = re.compile(r"^(host|wheel:(20|22|24)|pull:[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 MAX_REPETITIONS = 100_000
 #: Where the Python interpreter comes from: ``host`` (Debian's /usr/bin/python3 when installed, else
-#: python3 on PATH).
-PYTHON_SOURCE_RE = re.compile(r"^host$")
+#: python3 on PATH), or Debian's python3 of a suite unpacked from its packages (3.11 bookworm, 3.13 trixie).
+PYTHON_SOURCE_RE = re.compile(r"^(host|debian:(bookworm|trixie))$")
 
 
 class Spec(BaseModel):
@@ -123,7 +123,8 @@ class Spec(BaseModel):
     def _python(cls, value: list[str]) -> list[str]:
         for source in value:
             if not isinstance(source, str) or not PYTHON_SOURCE_RE.fullmatch(source):
-                raise ValueError(f"{source!r} is not a python source: use 'host' (the host's python3)")
+                raise ValueError(f"{source!r} is not a python source: use 'host' (the host's python3), "
+                                 "'debian:bookworm' (3.11) or 'debian:trixie' (3.13)")
         return value
 
     @model_validator(mode="after")
