@@ -141,7 +141,7 @@ def test_the_python_probe_reports_each_import_and_the_protocol_fields(fx_pylibra
     assert out["process_start_wall_ms"] <= out["ready_wall_ms"] <= out["go_wall_ms"] <= out["loaded_wall_ms"]
     assert 0 < out["boot_ms"] < 5000 and out["rss_bytes"] > 1e6
     assert out["bytecode"] == {"dont_write_bytecode": True, "pyc_stale_or_missing": 0, "isolated": True,
-                               "no_site": True}
+                               "no_site": True, "stdlib_pyc_stale_or_missing": 0}
     assert out["python"] == find_interpreter("host").version
     assert not list(fx_pylibrary.content.rglob("*.cpython-*.pyc.*"))  # nothing written into the library
 
@@ -302,6 +302,8 @@ def test_a_debian_interpreter_is_a_second_interpreter_version(client, fx_pylibra
     """Debian 13's python3.13, unpacked from its packages, runs in its own image and natively through its loader."""
     interp = find_interpreter("debian:trixie")
     assert interp.version.startswith("3.13.") and interp.image_executable == "/usr/bin/python3.13"
+    # the standard library is compiled, as Debian's postinst would (dpkg -x runs none): imports use .pyc
+    assert any((Path(interp.root) / "usr/lib/python3.13/email/__pycache__").glob("*.cpython-313.pyc"))
     library = install_python_library([], root=tmp_path / "pylibs", source="debian:trixie",
                                      local={FX_OK: PYFIXTURES / "shlib_fx_pyok",
                                             FX_RAISES: PYFIXTURES / "shlib_fx_pyraises"})

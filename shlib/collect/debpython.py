@@ -11,6 +11,7 @@ with ``dpkg -x`` into a small root. That root is the image's root file system as
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -30,6 +31,8 @@ _PACKAGES = ("python{v}-minimal", "libpython{v}-minimal", "libpython{v}-stdlib",
 _GCC = {"bookworm": "12", "trixie": "14"}
 _T64 = {"bookworm": "", "trixie": "t64"}
 LOADER = "usr/lib64/ld-linux-x86-64.so.2"
+#: How a root is made; a change makes every cached root be made anew (2: the standard library compiled).
+ROOT_FORMAT = 2
 LIBDIRS = ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
 
 
@@ -74,7 +77,9 @@ def debian_root(suite: str) -> Path:
                          f"{', '.join('debian:' + s for s in SUITES)}")
     version = SUITES[suite]
     root = cache_dir() / f"python-debian-{suite}"
-    if (root / f"usr/bin/python{version}").is_file() and (root / ".complete").is_file():
+    marker = root / ".complete"
+    if (root / f"usr/bin/python{version}").is_file() and marker.is_file() and \
+            marker.read_text().startswith(f"format {ROOT_FORMAT}\n"):
         return root
     if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
         raise ImageError("python source debian:*: needs apt-get and dpkg (a Debian/Ubuntu host); use 'host'")
@@ -100,8 +105,19 @@ def debian_root(suite: str) -> Path:
             (root / link).symlink_to(target)
     if not (root / f"usr/bin/python{version}").is_file() or not (root / LOADER).exists():
         raise ImageError(f"Debian {suite}'s packages did not give usr/bin/python{version} and {LOADER} in {root}")
-    (root / ".complete").write_text(" ".join(sorted(p.name for p in debs.glob("*.deb"))) + "\n")
+    # Debian compiles the standard library's .pyc when it installs the package (py3compile, postinst);
+    # dpkg -x runs no maintainer script, and without them every import would compile in memory.
+    python = root / f"usr/bin/python{version}"
+    _run([*launcher(root), str(python), "-I", "-S", "-m", "compileall", "-q", "-j", "1", "-x",
+          r"/(test|tests|idlelib|tkinter|turtledemo|lib2to3|site-packages|dist-packages)/",
+          str(root / f"usr/lib/python{version}")], f"compiling Debian {suite}'s standard library")
+    marker.write_text(f"format {ROOT_FORMAT}\n" + " ".join(sorted(p.name for p in debs.glob("*.deb"))) + "\n")
     return root
+
+
+def root_digest(root: Path) -> str:
+    """What identifies an unpacked root: its format and the packages it was made of."""
+    return hashlib.sha256((root / ".complete").read_bytes()).hexdigest()[:8]
 
 
 def launcher(root: Path) -> tuple[str, ...]:

@@ -28,7 +28,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from shlib.collect.debpython import SUITES, debian_root, launcher
+from shlib.collect.debpython import SUITES, debian_root, launcher, root_digest
 from shlib.collect.engine import LABEL
 from shlib.collect.image import PROBE_USER, _add_dir, _add_file, _find, linked_libraries
 from shlib.errors import ImageError
@@ -249,7 +249,8 @@ def ensure_python_image(client: docker.DockerClient, source: str = "host", site:
     extra = library_system_libraries(site) if site is not None and interp.root is None else []
     probe = hashlib.sha256(py_probe_source()).hexdigest()[:12]
     libs = hashlib.sha256("\n".join(str(p) for p in extra).encode()).hexdigest()[:8]
-    tag = f"{REPOSITORY}:{interp.version}-{source.replace(':', '-')}-p{probe}-l{libs}"
+    made = f"-r{root_digest(Path(interp.root))}" if interp.root else ""
+    tag = f"{REPOSITORY}:{interp.version}-{source.replace(':', '-')}{made}-p{probe}-l{libs}"
     image = _find(client, tag)
     if image is None:
         changes = [f"LABEL {LABEL}=true", f"LABEL shlib.python_version={interp.version}",

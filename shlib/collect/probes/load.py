@@ -71,14 +71,15 @@ def _wait_for_go():
         time.sleep(wait_ms / 1e3)
 
 
-def _stale_pyc(modules, lib):
-    """Library modules loaded whose .pyc was absent or did not match its source (compiled in memory)."""
+def _stale_pyc(modules, lib, inside=True):
+    """Modules loaded from the library (``inside``; else from elsewhere: the standard library) whose .pyc was
+    absent or did not match its source, so that the import compiled them in memory."""
     from importlib.util import cache_from_source
 
     stale = 0
     for module in modules:
         source = getattr(module, "__file__", None) or ""
-        if not source.startswith(lib) or not source.endswith(".py"):
+        if source.startswith(lib) != inside or not source.endswith(".py"):
             continue
         try:
             with open(cache_from_source(source), "rb") as fh:
@@ -143,6 +144,7 @@ def main():
         "ready_wall_ms": ready_wall_ms, "go_wall_ms": go_wall_ms, "loaded_wall_ms": loaded_wall_ms,
         "proc_cpu_ms": proc_cpu_ms, "rss_bytes": rss,
         "bytecode": {"dont_write_bytecode": sys.dont_write_bytecode, "pyc_stale_or_missing": _stale_pyc(loaded, lib),
+                     "stdlib_pyc_stale_or_missing": _stale_pyc(loaded, lib, inside=False),
                      "isolated": bool(sys.flags.isolated), "no_site": bool(sys.flags.no_site)},
         "results": results,
     }
