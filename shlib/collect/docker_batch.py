@@ -106,8 +106,10 @@ class ContainerBatch:
     """Runs batches of probe containers under one engine."""
 
     def __init__(self, client: docker.DockerClient, timeout_s: float, memory_mb: int = 1024,
-                 pids_limit: int = 512, labels: dict[str, str] | None = None):
+                 pids_limit: int = 512, labels: dict[str, str] | None = None, extra: dict[str, Any] | None = None):
         self.client = client
+        #: Arguments an engine needs beyond the lock-down (``engine.container_quirks``: Podman's ulimits).
+        self.extra = dict(extra or {})
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.pids_limit = pids_limit
@@ -120,7 +122,7 @@ class ContainerBatch:
             image=image, command=["node", PROBE_PATH, probe_argument(lib, modules)], runtime=runtime,
             network_mode="none", user=PROBE_USER, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             read_only=True, pids_limit=self.pids_limit, mem_limit=f"{self.memory_mb}m",
-            stdin_open=True, tty=False, labels={**self.labels, **labels}, **mount,
+            stdin_open=True, tty=False, labels={**self.labels, **labels}, **mount, **self.extra,
         )
 
     def run(self, n: int, kwargs: dict[str, Any]) -> list[Outcome]:
