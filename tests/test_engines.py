@@ -184,8 +184,8 @@ def test_remote_engines_refuse_bind_native_and_cold():
 
     engine = {"label": "lab", "url": "ssh://lab", "name": "lab"}
     check_remote_spec(make_spec({"runtimes": ["runc"], "mount": ["volume", "image"]}), engine)
-    for spec, field in (({"mount": ["bind"]}, "mount: 'bind'"), ({"runtimes": ["runc", "native"]}, "runtimes: 'native'"),
-                        ({"cache": ["cold"]}, "cache: 'cold'")):
+    for spec, field in (({"mount": ["bind"]}, "mount: 'bind'"), ({"cache": ["cold"]}, "cache: 'cold'"),
+                        ({"runtimes": ["runc", "native"]}, "runtimes: 'native'")):
         with pytest.raises(SpecError, match=field):
             check_remote_spec(make_spec(spec), engine)
 

@@ -247,8 +247,14 @@ def client_kind(client: docker.DockerClient) -> str:
 
 
 def client_is_local(client: docker.DockerClient) -> bool:
-    """Whether a connected client's engine runs on this machine (asked once, remembered on the client)."""
+    """Whether a connected client's engine runs on this machine (asked once, remembered on the client).
+
+    A client not made by ``connect`` (no target recorded) is taken for the local engine, as before
+    engines could be named.
+    """
     local = getattr(client, "shlib_local", None)
+    if local is None and not isinstance(getattr(client, "shlib_target", None), EngineTarget):
+        return True
     if local is None:
         local = is_local(target_of(client), client.info().get("Name"))
         client.shlib_local = local  # type: ignore[attr-defined]
