@@ -242,16 +242,23 @@ def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), help="Where tables and figures go (default RUN_DIR/analysis).")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Where tables and figures go (default RUN_DIR/analysis; required for several directories).")
 @click.option("--baseline", default=DEFAULT_BASELINE, show_default=True, help="Runtime every other is compared with.")
 @click.option("--seed", default=DEFAULT_SEED, show_default=True, help="Bootstrap seed.")
-def analyze(run_dir: str, out: str | None, baseline: str, seed: int) -> None:
-    """Summary and ratio tables (CSV) and figures from a results directory."""
+def analyze(run_dirs: tuple[str, ...], out: str | None, baseline: str, seed: int) -> None:
+    """Summary and ratio tables (CSV) and figures from a results directory.
+
+    Several directories (or a campaign directory) are merged: engine as a factor, ratios within each
+    engine, an engine x runtime table (engines.csv) and figure.
+    """
     from shlib.present.export import analyze_run
 
     try:
-        result = analyze_run(Path(run_dir), Path(out) if out else None, baseline=baseline, seed=seed)
+        given = [Path(d) for d in run_dirs]
+        result = analyze_run(given if len(given) > 1 else given[0], Path(out) if out else None, baseline=baseline,
+                             seed=seed)
     except ShlibError as exc:
         _fail(exc)
     for line in result.headline_lines:

@@ -6,6 +6,7 @@ The tests against real engines (a second dockerd, Podman) are in test_engines_re
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -337,3 +338,52 @@ def test_a_campaign_refuses_malformed_engines_before_any_starts(tmp_path):
     with pytest.raises(SpecError, match="named twice"):
         run_campaign({"engines": ["ssh://a@h", "ssh://b@h"]}, tmp_path / "d", run=never)
     assert not (tmp_path / "c").exists()
+
+
+# --- merged analysis on disk: the CLI and the across-engines notebook ---------------------------------------
+
+def _two_engine_runs(tmp_path: Path) -> tuple[Path, Path]:
+    a = _engine_run(tmp_path, "run-a", "engine-a", "ID-A", {"runc": 1.0, "runsc-sim": 3.0}, {"lodash": 40.0}, seed=1)
+    b = _engine_run(tmp_path, "run-b", "engine-b", "ID-B", {"runc": 4.0, "runsc-sim": 6.0}, {"lodash": 40.0}, seed=2)
+    return a, b
+
+
+def test_shlib_analyze_merges_directories_into_an_engine_table_and_figure(tmp_path):
+    a, b = _two_engine_runs(tmp_path)
+    cmd = [sys.executable, "-m", "shlib.cli", "analyze", str(a), str(b)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "give --out" in done.stderr
+    done = subprocess.run([*cmd, "--out", str(tmp_path / "merged")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    import pandas as pd
+
+    engines = pd.read_csv(tmp_path / "merged" / "engines.csv")
+    assert sorted(engines["engine"]) == ["engine-a", "engine-b"]
+    assert (tmp_path / "merged" / "figures" / "engines.png").stat().st_size > 5000
+    provenance = json.loads((tmp_path / "merged" / "analysis.json").read_text())
+    assert [r["run_id"] for r in provenance["runs"]] == ["run-a", "run-b"]
+
+
+def _reading(nb) -> str:
+    cell = next(c for c in nb.cells if "engines-reading" in c.metadata.get("tags", []))
+    return "".join(str(o.get("data", {}).get("text/markdown", "")) for o in cell.outputs)
+
+
+def test_the_across_engines_notebook_compares_two_engines_and_says_one_engine_only_for_one(tmp_path, monkeypatch):
+    from shlib.paths import repo_root
+    from shlib.present import notebooks
+
+    monkeypatch.setenv("PYTHONPATH", str(repo_root()))  # the kernel imports this checkout's shlib
+    notebook = repo_root() / "notebooks" / "06-across-engines.ipynb"
+    a, b = _two_engine_runs(tmp_path)
+    kernel = notebooks.kernel_for_this_environment()
+    nb = notebooks.execute(notebook, tmp_path / "two.ipynb",
+                           {"run_dir": str(a), "more_run_dirs": [str(b)], "n_resamples": 200,
+                            "figures_dir": str(tmp_path / "fig")}, kernel_name=kernel, timeout_s=600)
+    text = _reading(nb)
+    assert "**2 engines**" in text and "do not all overlap" in text
+    assert re.search(r"engine-a (2\.[89]|3\.[01])\dx", text) and re.search(r"engine-b 1\.[45]\dx", text)
+    assert (tmp_path / "fig" / "across_engines.png").exists()
+    nb = notebooks.execute(notebook, tmp_path / "one.ipynb", {"run_dir": str(a), "n_resamples": 200},
+                           kernel_name=kernel, timeout_s=600)
+    assert "One engine only" in _reading(nb)
