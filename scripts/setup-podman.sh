@@ -4,7 +4,12 @@
 #   containers.conf registering crun, runc and every runsc runtime of the Docker engine
 #   (runsc through a wrapper adding its flags: Podman's API takes no runtime flags, and runsc
 #   needs --network=none here), and starts `podman system service` on its own socket.
-# The system's /etc/containers is never touched: the service reads $conf through CONTAINERS_CONF.
+# Podman's API (compat and libpod, 4.3) cannot choose the OCI runtime per container: a service
+# runs every container under its own --runtime. So one service runs per runtime, all on the same
+# storage (images, volumes): crun (the default) on $socket, each other one on $socket.d/NAME.sock,
+# where shlib finds them. By default runc and the gVisor builds/platforms (not the setting
+# variants); SHLIB_PODMAN_RUNTIMES="runc runsc-..." chooses.
+# The system's /etc/containers is never touched: the services read $conf through CONTAINERS_CONF.
 # Then: shlib run --engine unix:///run/shlib-podman.sock ...
 set -euo pipefail
 
@@ -36,11 +41,13 @@ mkdir -p "$wrappers"
 runtimes=$("$python" - "$daemon_json" "$wrappers" <<'EOF'
 import json, os, shlex, shutil, sys
 daemon_json, wrappers = sys.argv[1], sys.argv[2]
-lines = []
+lines, served = [], []
 for name in ("crun", "runc"):
     found = shutil.which(name)
     if found:
         lines.append(f'{name} = ["{found}"]')
+        if name == "runc":
+            served.append(name)
 try:
     runtimes = json.load(open(daemon_json)).get("runtimes", {})
 except (OSError, ValueError):
@@ -58,9 +65,14 @@ for name, spec in sorted(runtimes.items()):
             fh.write(text)
         os.chmod(wrapper, 0o755)
     lines.append(f'"{name}" = ["{wrapper}"]')
+    if all(a.startswith(("--network=", "--platform=")) for a in args):
+        served.append(name)
 print("\n".join(lines))
+print("# served: " + " ".join(served))
 EOF
 )
+served=${SHLIB_PODMAN_RUNTIMES:-$(printf '%s\n' "$runtimes" | sed -n 's/^# served: //p')}
+runtimes=$(printf '%s\n' "$runtimes" | grep -v '^# served:')
 new_conf=$(printf '# Written by shlib scripts/setup-podman.sh; read through CONTAINERS_CONF.\n[containers]\nnetns = "none"\n\n[engine]\nruntime = "crun"\n\n[engine.runtimes]\n%s\n' "$runtimes")
 if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$new_conf" ]; then
   printf '%s\n' "$new_conf" > "$conf"
@@ -71,21 +83,33 @@ else
   restart=0
 fi
 
-# 3. The API service on its own socket, in the background (restarted when the runtimes changed).
-pidfile=$state/service.pid
-running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
-if running && [ "$restart" = 1 ]; then
-  say "restarting the service to read the new runtimes"
-  kill "$(cat "$pidfile")"; sleep 1
-fi
-if ! running; then
-  rm -f "$socket"
-  CONTAINERS_CONF=$conf nohup podman system service --time=0 "unix://$socket" >>"$log" 2>&1 &
+# 3. The API services in the background: crun (the default) on $socket, each served runtime on
+#    $socket.d/NAME.sock; all restarted when the runtimes changed.
+mkdir -p "$state/pids" "$socket.d"
+start_service() {  # name socket [runtime]
+  local name=$1 sock=$2 runtime=${3:-} pidfile=$state/pids/$1.pid
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    if [ "$restart" = 1 ]; then kill "$(cat "$pidfile")"; sleep 0.5; else return 0; fi
+  fi
+  rm -f "$sock"
+  CONTAINERS_CONF=$conf nohup podman ${runtime:+--runtime "$runtime"} system service --time=0 "unix://$sock" \
+    >>"$log" 2>&1 &
   echo $! > "$pidfile"
-  for _ in $(seq 1 50); do [ -S "$socket" ] && break; sleep 0.2; done
-  [ -S "$socket" ] || die "podman system service did not create $socket (see $log)"
-  say "service started (pid $(cat "$pidfile")), socket $socket, log $log"
-else
-  say "service already running (pid $(cat "$pidfile")) on $socket"
-fi
+  for _ in $(seq 1 50); do [ -S "$sock" ] && break; sleep 0.2; done
+  [ -S "$sock" ] || die "podman system service ($name) did not create $sock (see $log)"
+  say "service $name started (pid $(cat "$pidfile")) on $sock"
+}
+start_service default "$socket"
+for name in $served; do
+  start_service "$name" "$socket.d/$name.sock" "$name"
+done
+for old in "$socket.d"/*.sock; do  # a runtime no longer served
+  [ -e "$old" ] || continue
+  name=$(basename "$old" .sock)
+  case " $served " in *" $name "*) ;; *)
+    [ -f "$state/pids/$name.pid" ] && kill "$(cat "$state/pids/$name.pid")" 2>/dev/null || true
+    rm -f "$old" "$state/pids/$name.pid"; say "service $name stopped (no longer served)";;
+  esac
+done
+say "runtimes served: crun (default) $served"
 say "use it with: shlib run --engine unix://$socket ..."

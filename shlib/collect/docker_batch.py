@@ -26,7 +26,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from shlib.collect.engine import LABEL
+from shlib.collect.engine import LABEL, client_for_runtime, oci_runtime
 from shlib.collect.image import PROBE_PATH, PROBE_USER
 from shlib.collect.probe import Outcome, _Frames, go_message, parse_payload, probe_argument, wait_ready
 from shlib.errors import EngineUnavailable
@@ -132,6 +132,7 @@ class ContainerBatch:
         thread), every container of the batch is removed before this returns or raises.
         """
         outcomes = [Outcome(slot=i) for i in range(n)]
+        client = client_for_runtime(self.client, kwargs.get("runtime"))  # Podman: that runtime's own service
         containers: dict[int, Any] = {}
         sockets: dict[int, Any] = {}
         # docker-py's attach handle owns the HTTP response: once garbage-collected it closes the
@@ -155,9 +156,9 @@ class ContainerBatch:
                     return
                 out.t_create = time.monotonic()
                 try:
-                    c = self.client.containers.create(**kwargs)
+                    c = client.containers.create(**kwargs)
                     containers[slot] = c
-                    sock = self.client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
+                    sock = client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
                     handles[slot] = sock
                     sockets[slot] = getattr(sock, "_sock", sock)
                     c.start()
@@ -229,15 +230,15 @@ class ContainerBatch:
                 wait_futures(futures, timeout=CLEANUP_S)
                 removals = [pool.submit(self._remove, c) for c in list(containers.values())]
                 wait_futures(removals, timeout=CLEANUP_S * 3)
-                self._sweep(token)
+                self._sweep(token, client)
                 pool.shutdown(wait=False, cancel_futures=True)
                 waiters.shutdown(wait=False, cancel_futures=True)
         return outcomes
 
-    def _sweep(self, token: str) -> None:
+    def _sweep(self, token: str, client: docker.DockerClient | None = None) -> None:
         """Remove any container of the batch still there (best effort: the engine may be gone)."""
         try:
-            left = self.client.containers.list(all=True, sparse=True,
+            left = (client or self.client).containers.list(all=True, sparse=True,
                                                filters={"label": f"shlib.batch_token={token}"})
         except Exception:
             return
@@ -261,6 +262,8 @@ class ContainerBatch:
             attrs = container.attrs
             state = attrs.get("State", {})
             out.engine_runtime = attrs.get("HostConfig", {}).get("Runtime")
+            if out.engine_runtime == "oci":  # Podman's compat answer: the runtime it really used is in libpod's
+                out.engine_runtime = oci_runtime(container.client, container.id) or out.engine_runtime
             out.created_at, out.started_at, out.finished_at = attrs.get("Created"), state.get("StartedAt"), \
                 state.get("FinishedAt")
             if out.exit_code is None and state.get("Status") == "exited":

@@ -209,7 +209,7 @@ def engine_facts(client: docker.DockerClient, label: str | None = None) -> dict[
     return {
         "label": label or target.label,
         "kind": kind,
-        "id": info.get("ID"),
+        "id": engine_id(kind, info, target),
         "name": info.get("Name"),
         "version": version.get("Version"),
         "url": redact(target.base_url),
@@ -230,6 +230,13 @@ def engine_facts(client: docker.DockerClient, label: str | None = None) -> dict[
     }
 
 
+def engine_id(kind: str, info: dict[str, Any], target: EngineTarget) -> str | None:
+    """The engine's ID: Docker's own; for Podman (4.3 answers a new random ID at every /info) its host and socket."""
+    if kind == "podman":
+        return f"podman@{info.get('Name')}:{redact(target.base_url)}"
+    return info.get("ID")
+
+
 def container_quirks(kind: str) -> dict[str, Any]:
     """Extra ``containers.create`` arguments an engine kind needs (Podman: explicit nofile/nproc limits)."""
     if kind != "podman":
@@ -238,8 +245,13 @@ def container_quirks(kind: str) -> dict[str, Any]:
 
 
 def client_kind(client: docker.DockerClient) -> str:
-    """docker | podman for a connected client (asked once, remembered on the client)."""
+    """docker | podman for a connected client (asked once, remembered on the client).
+
+    A client not made by ``connect`` is taken for Docker, as before engines could be named.
+    """
     kind = getattr(client, "shlib_kind", None)
+    if kind is None and not isinstance(getattr(client, "shlib_target", None), EngineTarget):
+        return "docker"
     if kind is None:
         kind = engine_kind(client.version())
         client.shlib_kind = kind  # type: ignore[attr-defined]
@@ -259,3 +271,63 @@ def client_is_local(client: docker.DockerClient) -> bool:
         local = is_local(target_of(client), client.info().get("Name"))
         client.shlib_local = local  # type: ignore[attr-defined]
     return bool(local)
+
+
+def podman_runtime_sockets(target: EngineTarget) -> dict[str, str]:
+    """{runtime: URL} of the Podman services beside ``target``'s socket, one per runtime (``SOCKET.d/NAME.sock``).
+
+    Podman's API (4.3, compat and libpod alike) cannot choose the OCI runtime per container: a
+    service runs every container under its own ``--runtime``. scripts/setup-podman.sh therefore
+    starts one service per runtime, all on the same storage (images, volumes), and this finds them;
+    only for a socket on this machine.
+    """
+    parts = urlsplit(target.base_url)
+    if parts.scheme != "unix":
+        return {}
+    folder = parts.path + ".d"
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return {}
+    return {n[: -len(".sock")]: f"unix://{folder}/{n}" for n in names if n.endswith(".sock")}
+
+
+def client_for_runtime(client: docker.DockerClient, runtime: str | None) -> docker.DockerClient:
+    """The client whose engine runs containers under ``runtime``: ``client`` itself for Docker (it takes the
+    runtime per container) and for Podman's default runtime; for Podman's others, that runtime's service."""
+    if runtime is None or client_kind(client) != "podman":
+        return client
+    default = getattr(client, "shlib_default_runtime", None)
+    if default is None:
+        default = client.info().get("DefaultRuntime")
+        client.shlib_default_runtime = default  # type: ignore[attr-defined]
+    if runtime == default:
+        return client
+    cache: dict[str, docker.DockerClient] = client.__dict__.setdefault("shlib_runtime_clients", {})
+    if runtime not in cache:
+        target = target_of(client)
+        url = podman_runtime_sockets(target).get(runtime)
+        if url is None:
+            from shlib.errors import RuntimeUnavailable
+
+            raise RuntimeUnavailable(
+                f"runtime {runtime}: Podman's API cannot choose the runtime per container, and no Podman service "
+                f"runs with it beside {redact(target.base_url)} (scripts/setup-podman.sh starts one per runtime, "
+                f"at {urlsplit(target.base_url).path}.d/{runtime}.sock)")
+        pool = client.api.adapters.get("http+docker://", None)
+        size = getattr(pool, "max_pool_size", 10) if pool is not None else 10
+        runtime_client = EngineTarget(target.label, url, target.tls, target.source).client(
+            pool_size=int(size or 10), timeout_s=float(client.api.timeout))
+        runtime_client.shlib_kind = "podman"  # type: ignore[attr-defined]
+        cache[runtime] = runtime_client
+    return cache[runtime]
+
+
+def oci_runtime(client: docker.DockerClient, container_id: str) -> str | None:
+    """The OCI runtime a Podman container ran under (its compat inspect says only 'oci'), from the libpod API."""
+    try:
+        answer = client.api._result(client.api._get(client.api._url("/libpod/containers/{0}/json", container_id)),
+                                    json=True)
+    except (docker.errors.APIError, requests.exceptions.RequestException):
+        return None
+    return answer.get("OCIRuntime")

@@ -33,7 +33,16 @@ import requests.exceptions
 
 from shlib.collect.cache import add_to_cache, cache_file, read_cache
 from shlib.collect.docker_batch import reap_runtime
-from shlib.collect.engine import LABEL, client_is_local, client_kind, container_quirks, target_of
+from shlib.collect.engine import (
+    LABEL,
+    client_for_runtime,
+    client_is_local,
+    client_kind,
+    container_quirks,
+    engine_id,
+    podman_runtime_sockets,
+    target_of,
+)
 from shlib.collect.host import binary_version, kvm_facts
 from shlib.errors import RuntimeUnavailable, SpecError
 from shlib.results.schema import runtime_kind
@@ -196,8 +205,7 @@ def smoke_image(client: docker.DockerClient) -> tuple[str, list[str]]:
             info = tarfile.TarInfo("true")
             info.size, info.mode = len(elf), 0o755
             tar.addfile(info, io.BytesIO(elf))
-        repo, tag = SMOKE_IMAGE.split(":")
-        client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag,
+        client.api.import_image_from_data(buf.getvalue(), repository=SMOKE_IMAGE,  # tag inside: Podman ignores tag=
                                           changes=[f"LABEL {LABEL}=true", 'CMD ["/true"]'])
     return SMOKE_IMAGE, ["/true"]
 
@@ -212,7 +220,10 @@ def smoke_container(client: docker.DockerClient, runtime: str, timeout_s: float 
         image, command = smoke_image(client)
     except Exception as exc:  # the engine's trouble, not the runtime's: not cached
         return f"not smoke-tested: the smoke image could not be made ({exc})"
-    api = target_of(client).api_client(timeout_s)
+    try:
+        api = target_of(client_for_runtime(client, runtime)).api_client(timeout_s)
+    except RuntimeUnavailable as exc:
+        return f"fails: {exc}"
     deadline = time.monotonic() + timeout_s
     name = f"shlib-smoke-{uuid.uuid4().hex[:12]}"
     phase, container_id = "be created", None
@@ -268,7 +279,7 @@ def _engine_key(client: docker.DockerClient, local: bool) -> str:
     kind = client_kind(client)
     if local:
         return "" if kind == "docker" else kind
-    return f"remote:{client.info().get('ID')}"
+    return f"remote:{engine_id(kind, client.info(), target_of(client))}"
 
 
 def engine_label(client: docker.DockerClient) -> str:
@@ -323,6 +334,9 @@ def catalog(client: docker.DockerClient | None, refresh: bool = False, timeout_s
         runc_version = next((c.get("Version") for c in runc_version if c.get("Name") == "runc"), None)
     todo: dict[str, Callable[[], str]] = {}
     keys: dict[str, str] = {}
+    podman = client is not None and client_kind(client) == "podman"
+    podman_sockets = podman_runtime_sockets(target_of(client)) if podman and local else {}
+    unserved: dict[str, str] = {}  # Podman runtimes no service runs with: unavailable, not smoke-tested
     for name in sorted(registered):
         if name.startswith("io.containerd.run") and name not in KATA_NAMES:
             continue  # containerd's shim aliases for runc
@@ -338,10 +352,15 @@ def catalog(client: docker.DockerClient | None, refresh: bool = False, timeout_s
                                  platform=platform, runtime_type=runtime_type, options=options)
         extra = [f"{runtime_type}", *(f"{k}={v}" for k, v in sorted(options.items()))] if runtime_type else []
         keys[name] = smoke_key(kind, path, [*args, *extra], version, engine_key)
+        if podman and name != info.get("DefaultRuntime") and name not in podman_sockets:
+            unserved[name] = (f"Podman's API cannot choose the runtime per container and no Podman service runs with "
+                              f"{name} (scripts/setup-podman.sh starts one per runtime)")
+            continue
         todo[name] = (lambda n=name: smoke_container(client, n, timeout_s))  # type: ignore[misc]
     # uncached runtimes are tried side by side: a hang costs its deadline once, not once per runtime
     with ThreadPoolExecutor(max_workers=4) as pool:
         verdicts = dict(zip(todo, pool.map(lambda n: cached_smoke(keys[n], todo[n], refresh), todo), strict=True))
+    verdicts.update(unserved)
     smoke_cache = read_cache(cache_file("runtime-smoke.json"))
     native_entry = smoke_cache.get(smoke_key("native", node, ["-e", "0"], runtimes["native"].version)) if node else None
     runtimes["native"].smoke_checked_at = native_entry.get("checked_at") if isinstance(native_entry, dict) else None
