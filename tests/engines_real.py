@@ -37,7 +37,9 @@ class SecondEngine:
         if MAIN_DAEMON_JSON.exists():
             runtimes = json.loads(MAIN_DAEMON_JSON.read_text()).get("runtimes", {})
         config = self.root / "daemon.json"
-        config.write_text(json.dumps({"runtimes": runtimes}, indent=2))
+        # its own trust key, hence its own engine ID (Docker 20.10 derives the ID from /etc/docker/key.json)
+        config.write_text(json.dumps({"runtimes": runtimes, "deprecated-key-path": str(self.root / "key.json")},
+                                     indent=2))
         if os.path.exists(self.socket):
             os.unlink(self.socket)
         log = open(self.root / "dockerd.log", "wb")  # noqa: SIM115 - lives as long as the daemon
