@@ -211,7 +211,14 @@ def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool
             extra["target_rel_halfwidth"] = target_ci
         if max_repetitions is not None:
             extra["repetitions"] = max_repetitions
-        if resume and spec_file is None and preset is None:  # the run's own spec, unchanged
+        from shlib.results.store import CAMPAIGN_FILE
+
+        campaign_resume = resume and out is not None and (Path(out) / CAMPAIGN_FILE).exists()
+        if resume and spec_file is None and preset is None and campaign_resume:
+            from shlib.results.store import read_campaign
+
+            spec = make_spec(read_campaign(Path(out))["spec"])  # the campaign's own spec, unchanged
+        elif resume and spec_file is None and preset is None:  # the run's own spec, unchanged
             changes = [*(f"--set {o}" for o in overrides), *(["--target-ci"] if target_ci is not None else []),
                        *(["--max-repetitions"] if max_repetitions is not None else [])]
             if changes:
@@ -230,10 +237,14 @@ def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool
             resolve_engine(engine_name)  # malformed: refused before the spec's work starts
         if spec.engines and engine_name is None:
             from shlib.collect.campaign import run_campaign
+            from shlib.results.store import read_campaign
 
-            run_dir = run_campaign(spec, out)
-        else:
-            run_dir = run_experiment(spec, out, resume=resume, engine=engine_name)
+            run_dir = run_campaign(spec, out, resume=resume)
+            for entry in read_campaign(run_dir)["engines"]:
+                click.echo(f"engine {entry['label']}: {entry['status']}" + (f" ({entry['error']})"[:300]
+                                                                             if entry["error"] else ""))
+        else:  # one engine: --engine, else the default (a spec's engines list is a campaign's)
+            run_dir = run_experiment(spec.model_copy(update={"engines": None}), out, resume=resume, engine=engine_name)
     except Interrupted as exc:
         _fail(exc, 130)
     except ShlibError as exc:

@@ -387,3 +387,91 @@ def test_the_across_engines_notebook_compares_two_engines_and_says_one_engine_on
     nb = notebooks.execute(notebook, tmp_path / "one.ipynb", {"run_dir": str(a), "n_resamples": 200},
                            kernel_name=kernel, timeout_s=600)
     assert "One engine only" in _reading(nb)
+
+
+def test_podman_runtimes_are_served_one_socket_each(tmp_path):
+    from shlib.collect.engine import client_for_runtime, podman_runtime_sockets
+    from shlib.errors import RuntimeUnavailable
+
+    main = tmp_path / "podman.sock"
+    (tmp_path / "podman.sock.d").mkdir()
+    for name in ("runc", "runsc-20240729-systrap"):
+        (tmp_path / "podman.sock.d" / f"{name}.sock").touch()
+    target = EngineTarget("p", f"unix://{main}")
+    assert podman_runtime_sockets(target) == {
+        "runc": f"unix://{main}.d/runc.sock", "runsc-20240729-systrap": f"unix://{main}.d/runsc-20240729-systrap.sock"}
+    assert podman_runtime_sockets(EngineTarget("r", "ssh://lab")) == {}
+
+    class Podman:
+        shlib_target, shlib_kind, shlib_default_runtime = target, "podman", "crun"
+
+    client = Podman()
+    assert client_for_runtime(client, "crun") is client and client_for_runtime(client, None) is client
+    with pytest.raises(RuntimeUnavailable, match=r"cannot choose the runtime per container.*podman.sock.d/kata.sock"):
+        client_for_runtime(client, "kata")
+
+
+def test_an_engine_elsewhere_gives_its_own_host_facts(tmp_path):
+    from shlib.collect.host import engine_host_facts
+
+    class Containers:
+        def __init__(self):
+            self.asked = {}
+
+        def run(self, image, command, **kwargs):
+            self.asked = {"image": image, **kwargs}
+            return (json.dumps({"cpu_model": "Intel Xeon Gold 6338", "cpu_count": 64, "mem_total_bytes": 2**38,
+                                "kernel": "6.1.0", "cgroup_layout": "v2", "hw_virt_flags": ["vmx"],
+                                "dev_kvm": True}) + "\n").encode()
+
+    class Remote:
+        containers = Containers()
+
+        def info(self):
+            return {"Name": "lab-7", "KernelVersion": "6.1.0-18-amd64", "OperatingSystem": "Debian GNU/Linux 12",
+                    "NCPU": 64, "MemTotal": 2**38, "CgroupVersion": "2"}
+
+    remote = Remote()
+    facts = engine_host_facts(remote, "shlib/node:x", {"ulimits": ["u"]})
+    assert facts["hostname"] == "lab-7" and facts["cpu_count"] == 64 and facts["cpu_model"] == "Intel Xeon Gold 6338"
+    assert facts["cgroup_layout"] == "v2" and facts["kvm"] is True and facts["source"] == "engine"
+    assert remote.containers.asked["network_mode"] == "none" and remote.containers.asked["remove"] is True
+    assert remote.containers.asked["ulimits"] == ["u"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no such image")
+
+    remote.containers.run = broken  # type: ignore[method-assign]
+    facts = engine_host_facts(remote, "shlib/node:x")
+    assert facts["cpu_count"] == 64 and "no such image" in facts["facts_error"]
+
+
+def test_a_campaign_resumes_only_what_is_not_complete(tmp_path, monkeypatch):
+    import shlib.collect.campaign as campaign
+    from shlib.results.store import read_campaign
+
+    calls: list[tuple[str, bool]] = []
+    fail = {"b"}
+
+    class Client:
+        def close(self) -> None:
+            pass
+
+    def fake_run(spec, run_dir, resume, client, progress):
+        name = "a" if "a.sock" in str(run_dir) else "b"
+        calls.append((name, resume))
+        _engine_run(Path(run_dir).parent, Path(run_dir).name, f"e-{name}", name, {"runc": 1.0}, {"lodash": 40.0},
+                    seed=1) if not resume else None
+        if name in fail:
+            raise EngineUnavailable("gone")
+        return run_dir
+
+    monkeypatch.setattr(campaign, "connect", lambda **kwargs: Client())
+    spec = {"runtimes": ["runc"], "engines": ["unix:///run/a.sock", "unix:///run/b.sock"]}
+    out = campaign.run_campaign(spec, tmp_path / "c", run=fake_run, progress=False)
+    with pytest.raises(ResultsError, match="--resume"):
+        campaign.run_campaign(spec, out, run=fake_run, progress=False)
+    fail.clear()
+    campaign.run_campaign(spec, out, resume=True, run=fake_run, progress=False)
+    assert calls == [("a", False), ("b", False), ("b", True)]  # a was complete: not run again; b resumed
+    assert {e["status"] for e in read_campaign(out)["engines"]} == {"complete"}
