@@ -239,6 +239,7 @@ def test_merged_runs_compare_within_each_engine_never_across(tmp_path):
         assert ((rows["ci_high"] < other) | (rows["ci_low"] > other)).all()
     table = result.engines
     assert list(table["engine"]) == ["engine-a", "engine-b"] and set(table["n_engines"]) == {2}
+    assert set(table["engine_kind"]) == {"docker"} and list(table["engine_host"]) == ["engine-a", "engine-b"]
     assert np.allclose(table["gmean_ratio"], [3.0, 1.5], rtol=0.1)
     assert set(result.replication["engine"].dropna()) <= {"engine-a", "engine-b"}
     # the pooled comparison (engine ignored) would give neither answer

@@ -115,7 +115,7 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
         "growth": load_time_growth(work, seed=seed, n_resamples=n_resamples),
         "replication": replication(ratio_table, ref, statistic=HEADLINE_STATISTIC, cores=cores),
         "engines": across_engines(ratio_summary[ratio_summary["baseline"] == used] if used else ratio_summary,
-                                  work, statistic=HEADLINE_STATISTIC),
+                                  df, statistic=HEADLINE_STATISTIC),
     }
     tables = {name: mark_oversubscribed(table, cores) for name, table in tables.items()}
     levels = sorted(int(c) for c in work["concurrency"].unique())

@@ -45,13 +45,14 @@ def across_engines(ratio_summary: pd.DataFrame, df: pd.DataFrame, statistic: str
     table = ratio_summary[ratio_summary["statistic"] == statistic].copy()
     if "engine" not in table.columns:
         table["engine"] = str(engines["engine"].iloc[0])
-    table = table.merge(engines, on="engine", how="left")
+    extra = [c for c in engines.columns if c == "engine" or c not in table.columns]
+    table = table.merge(engines[extra], on="engine", how="left")
     group = ["runtime", "baseline", "concurrency"]
     table["n_engines"] = table.groupby(group, observed=True)["engine"].transform("nunique")
     modules = table.groupby(group, observed=True)["modules"].transform("nunique")
     note = table["note"].astype(object).where(table["note"].notna(), "") if "note" in table.columns else ""
-    extra = modules.gt(1).map({True: "engines measured different modules: the means are not like for like",
+    differ = modules.gt(1).map({True: "engines measured different modules: the means are not like for like",
                                False: ""})
-    table["note"] = [("; ".join(x for x in (a, b) if x)) for a, b in zip(note, extra, strict=True)]
+    table["note"] = [("; ".join(x for x in (a, b) if x)) for a, b in zip(note, differ, strict=True)]
     table = table.reindex(columns=COLUMNS)
     return table.sort_values(["runtime", "concurrency", "engine"]).reset_index(drop=True)
