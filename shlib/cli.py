@@ -231,10 +231,10 @@ def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool
             spec = load_preset(preset, **extra)
         else:
             spec = make_spec({**load_spec(spec_file).as_dict(), **extra})
-        if engine_name is not None:
-            from shlib.collect.engine import resolve_engine
+        if engine_name is not None:  # malformed or unreachable: refused before anything starts (no --out made)
+            from shlib.collect.engine import connect
 
-            resolve_engine(engine_name)  # malformed: refused before the spec's work starts
+            connect(engine=engine_name).close()
         if spec.engines and engine_name is None:
             from shlib.collect.campaign import run_campaign
             from shlib.results.store import read_campaign

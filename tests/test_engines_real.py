@@ -106,7 +106,7 @@ def test_bad_and_unreachable_engines_are_refused_before_anything_starts(tmp_path
         out = tmp_path / "out"
         done = _shlib("run", str(spec), "--engine", engine, "--out", str(out), timeout=120)
         assert done.returncode == 2 and "--engine" in done.stderr and why in done.stderr, done.stderr
-        assert not out.exists() or not any(out.iterdir())
+        assert not out.exists()
 
 
 def test_losing_an_engine_mid_campaign_keeps_its_batches_and_the_other_engine_completes(tmp_path, client):
