@@ -476,3 +476,33 @@ def test_a_campaign_resumes_only_what_is_not_complete(tmp_path, monkeypatch):
     campaign.run_campaign(spec, out, resume=True, run=fake_run, progress=False)
     assert calls == [("a", False), ("b", False), ("b", True)]  # a was complete: not run again; b resumed
     assert {e["status"] for e in read_campaign(out)["engines"]} == {"complete"}
+
+
+def test_the_catalog_of_an_engine_elsewhere_reads_nothing_of_this_host(monkeypatch, tmp_path):
+    """native is unavailable, no local binary is asked its version, smoke verdicts are keyed by the engine."""
+    from shlib.collect import runtimes
+
+    monkeypatch.setenv("SHLIB_CACHE", str(tmp_path / "cache"))
+    asked: list[str | None] = []
+    monkeypatch.setattr(runtimes, "binary_version", lambda path: asked.append(path) or "local-version")
+    monkeypatch.setattr(runtimes, "smoke_container", lambda client, name, timeout_s: "")
+    monkeypatch.setattr(runtimes, "kvm_facts", lambda: pytest.fail("KVM of this host read for a remote engine"))
+
+    class Remote:
+        shlib_target = EngineTarget("lab", "ssh://lab-7")
+        shlib_kind = "docker"
+
+        def info(self):
+            return {"Name": "lab-7", "ID": "LAB7", "Runtimes": {"runc": {"path": "runc"},
+                                                                  "runsc": {"path": "/usr/bin/runsc"}}}
+
+        def version(self):
+            return {"Components": [{"Name": "runc", "Version": "1.1.12"}]}
+
+    cat = runtimes.catalog(Remote())
+    assert not cat["native"].available and "does not run on the engine's host" in cat["native"].reason
+    assert cat["runc"].available and cat["runc"].version == "1.1.12"  # from the engine's own answer
+    assert cat["runsc"].available and cat["runsc"].version is None
+    assert asked == [runtimes.shutil.which("node")]  # only native's node, never the engine's binaries
+    cache = json.loads((tmp_path / "cache" / "runtime-smoke.json").read_text())
+    assert all(key.endswith("|remote:LAB7") for key in cache)

@@ -314,9 +314,10 @@ def catalog(client: docker.DockerClient | None, refresh: bool = False, timeout_s
     engine_key = "" if client is None else _engine_key(client, local)
     node = shutil.which("node")
     version = binary_version(node)
-    reason = (cached_smoke(smoke_key("native", node, ["-e", "0"], version), lambda: smoke_native(node, timeout_s),
-                           refresh) if node else "no node on PATH")
-    if not local:
+    if local:
+        reason = (cached_smoke(smoke_key("native", node, ["-e", "0"], version), lambda: smoke_native(node, timeout_s),
+                               refresh) if node else "no node on PATH")
+    else:
         reason = (f"shlib does not run on the engine's host ({engine_label(client)}): native would time this "
                   "machine, not the engine's; run shlib on that host to measure native")
     runtimes["native"] = Runtime(
