@@ -506,3 +506,10 @@ def test_the_catalog_of_an_engine_elsewhere_reads_nothing_of_this_host(monkeypat
     assert asked == [runtimes.shutil.which("node")]  # only native's node, never the engine's binaries
     cache = json.loads((tmp_path / "cache" / "runtime-smoke.json").read_text())
     assert all(key.endswith("|remote:LAB7") for key in cache)
+
+
+def test_the_public_api_names_resolve():
+    import shlib
+
+    for name in shlib.__all__:
+        assert getattr(shlib, name) is not None, name
