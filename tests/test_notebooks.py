@@ -24,7 +24,8 @@ from shlib.paths import repo_root
 from shlib.present import notebooks
 
 DATASET = repo_root() / "data" / "runs" / "quick"
-EXPECTED = ["00-environment", "01-collect", "02-analysis", "03-concurrency", "04-gvisor-generations"]
+EXPECTED = ["00-environment", "01-collect", "02-analysis", "03-concurrency", "04-gvisor-generations",
+            "06-across-engines"]
 ANALYSIS = list(notebooks.ANALYSIS_NOTEBOOKS)
 RESAMPLES = 200
 #: A subset of the dataset's runtimes that still holds two gVisor builds and two platforms of one build.

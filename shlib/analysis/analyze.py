@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from shlib.analysis.defaults import DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT_SEED, resolve_baseline
+from shlib.analysis.engines import across_engines
 from shlib.analysis.frames import cell_keys, mark_oversubscribed, prepare
 from shlib.analysis.ratios import ratio_columns, ratios_against, summary_across_modules
 from shlib.analysis.replication import load_reference, replication
@@ -53,7 +54,8 @@ class AnalysisResult:
 def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int = DEFAULT_SEED,
                   n_resamples: int = DEFAULT_RESAMPLES,
                   reference: pd.DataFrame | str | Path | None = None, metadata: RunMetadata | None = None,
-                  cores: int | None = None, deadline_ms: float | None = None) -> AnalysisResult:
+                  cores: int | dict[str, int | None] | None = None, deadline_ms: float | None = None
+                  ) -> AnalysisResult:
     """Every table of the analysis of a results frame (pure: no files read or written but the reference claims).
 
     ``metadata``: the run's. It describes the runtimes (gVisor build, platform, flags) for the variant
@@ -63,8 +65,9 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
     marked CPU oversubscribed and set aside by the replication verdicts. None: not checked (and said).
     ``deadline_ms``: the run's trial timeout (metadata ``spec.timeout_s`` x 1000), where timeouts are
     censored in the medians; None: +inf.
-    Tables: summary, ratios, ratio_summary, tests, scaling, growth, replication, variants, gvisor_ratios,
-    gvisor_summary, gvisor_contrasts, gvisor_contrast_cells.
+    Merged runs (several engines): ``cores`` a dict {engine: cores}; see ``analyze_runs``.
+    Tables: summary, ratios, ratio_summary, tests, scaling, growth, replication, engines, variants,
+    gvisor_ratios, gvisor_summary, gvisor_contrasts, gvisor_contrast_cells.
     """
     if metadata is not None:
         cores = cores if cores is not None else metadata.host.cpu_count
@@ -111,12 +114,21 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
                                              seed=seed, n_resamples=n_resamples),
         "growth": load_time_growth(work, seed=seed, n_resamples=n_resamples),
         "replication": replication(ratio_table, ref, statistic=HEADLINE_STATISTIC, cores=cores),
+        "engines": across_engines(ratio_summary[ratio_summary["baseline"] == used] if used else ratio_summary,
+                                  df, statistic=HEADLINE_STATISTIC),
     }
     tables = {name: mark_oversubscribed(table, cores) for name, table in tables.items()}
     levels = sorted(int(c) for c in work["concurrency"].unique())
     if cores is None:
         notes.append("host core count unknown: cells with more loads at once than cores (CPU oversubscribed) "
                      "are not marked")
+    elif isinstance(cores, dict):
+        for engine, n in sorted(cores.items()):
+            crowded = [c for c in levels if n is not None and c > n]
+            if crowded:
+                notes.append(f"engine {engine}'s host has {n} cores: its cells at concurrency "
+                             f"{', '.join(map(str, crowded))} are CPU oversubscribed; the replication verdicts set "
+                             "them aside")
     elif any(c > cores for c in levels):
         crowded = [c for c in levels if c > cores]
         notes.append(f"the host has {cores} cores: cells at concurrency {', '.join(map(str, crowded))} are CPU "
@@ -132,6 +144,34 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
                 "n_failed": len(work) - len(ok), "kinds": sorted(set(work["runtime_kind"])), "cores": cores}
     return AnalysisResult(baseline=used, seed=seed, n_resamples=n_resamples, tables=tables, notes=notes,
                           overview=overview)
+
+
+def analyze_runs(df: pd.DataFrame, metadata: list[RunMetadata], baseline: str = DEFAULT_BASELINE,
+                 seed: int = DEFAULT_SEED, n_resamples: int = DEFAULT_RESAMPLES,
+                 reference: pd.DataFrame | str | Path | None = None) -> AnalysisResult:
+    """The analysis of merged runs (``shlib.results.store.load_results([...])``): engine as a factor.
+
+    Each engine's host sets its own core count (oversubscribed cells, replication verdicts per
+    engine); the deadline is the longest timeout of the runs; the runtimes are described from the
+    first run that recorded each. With one run this is ``analyze_frame`` with its metadata.
+    """
+    if len(metadata) == 1:
+        return analyze_frame(df, baseline, seed, n_resamples, reference, metadata=metadata[0])
+    cores: dict[str, int | None] = {}
+    for meta in metadata:
+        label = str((meta.engine or {}).get("label") or "default")
+        cores[label] = meta.host.cpu_count
+    timeouts = [m.spec.get("timeout_s") for m in metadata if m.spec.get("timeout_s")]
+    runtimes: dict[str, Any] = {}
+    for meta in metadata:
+        for name, record in meta.runtimes.items():
+            runtimes.setdefault(name, record)
+    merged = metadata[0].model_copy(update={"runtimes": runtimes})
+    result = analyze_frame(df, baseline, seed, n_resamples, reference, metadata=merged, cores=cores,
+                           deadline_ms=1000.0 * max(timeouts) if timeouts else None)
+    result.overview["engines"] = sorted(cores)
+    result.overview["run_ids"] = [m.run_id for m in metadata]
+    return result
 
 
 def _empty_ratios(work: pd.DataFrame) -> pd.DataFrame:

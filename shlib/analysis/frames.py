@@ -1,7 +1,7 @@
 """A results frame made ready for analysis: plain factor columns, an ``ok`` flag, a resampling cluster.
 
 A *cell* is one combination of module x concurrency x every other factor with more than one level
-(engine, language, mount, cache, interpreter_version, load_mode); runtimes are compared within a
+(engine, engine_host, language, mount, cache, interpreter_version, load_mode); runtimes are compared within a
 cell, so a ratio never crosses engines or languages. Only rows with
 status "ok" and a finite load_ms enter the statistics; the rest are counted as failed.
 """
@@ -14,7 +14,7 @@ import pandas as pd
 from shlib.errors import AnalysisError
 from shlib.results.schema import runtime_kind
 
-FACTORS = ("engine", "language", "mount", "cache", "interpreter_version", "load_mode")
+FACTORS = ("engine", "engine_host", "language", "mount", "cache", "interpreter_version", "load_mode")
 REQUIRED_COLUMNS = ("runtime", "module", "concurrency", "load_ms", "status")
 
 
@@ -55,6 +55,9 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     work["ok"] = (work["status"] == "ok").to_numpy() & np.isfinite(work["load_ms"].to_numpy())
     if "batch_id" in df.columns:
         batch = pd.to_numeric(df["batch_id"], errors="coerce").to_numpy(dtype="float64")
+        if "run_id" in df.columns and df["run_id"].nunique() > 1:  # merged runs: batch ids repeat across runs
+            runs = pd.factorize(df["run_id"].astype(object))[0].astype("float64")
+            batch = np.where(np.isnan(batch), np.nan, runs * 1e9 + batch)
         lone = -np.arange(1, len(df) + 1, dtype="float64")  # a trial without a batch is its own cluster
         work["cluster"] = np.where(np.isnan(batch), lone, batch).astype("int64")
     else:
@@ -94,14 +97,21 @@ def ensure_prepared(df: pd.DataFrame) -> pd.DataFrame:
     return df if {"ok", "cluster", "repeated"} <= set(df.columns) else prepare(df)
 
 
-def mark_oversubscribed(table: pd.DataFrame, cores: int | None) -> pd.DataFrame:
+def mark_oversubscribed(table: pd.DataFrame, cores: int | dict[str, int | None] | None) -> pd.DataFrame:
     """``table`` with an ``oversubscribed`` column: more loads at once (concurrency) than the host's cores.
 
     Such cells queue for the CPU under every runtime, so they measure the scheduler as much as the
     sandbox. Without a ``concurrency`` column the table is returned as is; with ``cores`` unknown the
-    column is empty (None).
+    column is empty (None). ``cores`` may be a dict {engine: cores} (merged runs): each row is judged
+    against its engine's host (a table without an ``engine`` column holds one engine's rows).
     """
     if "concurrency" not in table.columns:
         return table
+    if isinstance(cores, dict):
+        only = next(iter(cores.values())) if len(cores) == 1 else None
+        limits = [cores.get(str(e)) for e in table["engine"]] if "engine" in table.columns else [only] * len(table)
+        values = [None if c is None else int(level) > int(c)
+                  for level, c in zip(table["concurrency"].astype(int), limits, strict=True)]
+        return table.assign(oversubscribed=pd.Series(values, index=table.index, dtype=object))
     values = [None] * len(table) if cores is None else (table["concurrency"].astype(int) > int(cores)).tolist()
     return table.assign(oversubscribed=pd.Series(values, index=table.index, dtype=object))

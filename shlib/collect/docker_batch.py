@@ -26,7 +26,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from shlib.collect.engine import LABEL
+from shlib.collect.engine import LABEL, client_for_runtime, oci_runtime
 from shlib.collect.image import PROBE_PATH, PROBE_USER
 from shlib.collect.probe import Outcome, _Frames, go_message, parse_payload, probe_argument, wait_ready
 from shlib.errors import EngineUnavailable
@@ -106,8 +106,10 @@ class ContainerBatch:
     """Runs batches of probe containers under one engine."""
 
     def __init__(self, client: docker.DockerClient, timeout_s: float, memory_mb: int = 1024,
-                 pids_limit: int = 512, labels: dict[str, str] | None = None):
+                 pids_limit: int = 512, labels: dict[str, str] | None = None, extra: dict[str, Any] | None = None):
         self.client = client
+        #: Arguments an engine needs beyond the lock-down (``engine.container_quirks``: Podman's ulimits).
+        self.extra = dict(extra or {})
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.pids_limit = pids_limit
@@ -120,7 +122,7 @@ class ContainerBatch:
             image=image, command=["node", PROBE_PATH, probe_argument(lib, modules)], runtime=runtime,
             network_mode="none", user=PROBE_USER, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             read_only=True, pids_limit=self.pids_limit, mem_limit=f"{self.memory_mb}m",
-            stdin_open=True, tty=False, labels={**self.labels, **labels}, **mount,
+            stdin_open=True, tty=False, labels={**self.labels, **labels}, **mount, **self.extra,
         )
 
     def run(self, n: int, kwargs: dict[str, Any]) -> list[Outcome]:
@@ -130,6 +132,7 @@ class ContainerBatch:
         thread), every container of the batch is removed before this returns or raises.
         """
         outcomes = [Outcome(slot=i) for i in range(n)]
+        client = client_for_runtime(self.client, kwargs.get("runtime"))  # Podman: that runtime's own service
         containers: dict[int, Any] = {}
         sockets: dict[int, Any] = {}
         # docker-py's attach handle owns the HTTP response: once garbage-collected it closes the
@@ -153,9 +156,9 @@ class ContainerBatch:
                     return
                 out.t_create = time.monotonic()
                 try:
-                    c = self.client.containers.create(**kwargs)
+                    c = client.containers.create(**kwargs)
                     containers[slot] = c
-                    sock = self.client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
+                    sock = client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
                     handles[slot] = sock
                     sockets[slot] = getattr(sock, "_sock", sock)
                     c.start()
@@ -227,15 +230,15 @@ class ContainerBatch:
                 wait_futures(futures, timeout=CLEANUP_S)
                 removals = [pool.submit(self._remove, c) for c in list(containers.values())]
                 wait_futures(removals, timeout=CLEANUP_S * 3)
-                self._sweep(token)
+                self._sweep(token, client)
                 pool.shutdown(wait=False, cancel_futures=True)
                 waiters.shutdown(wait=False, cancel_futures=True)
         return outcomes
 
-    def _sweep(self, token: str) -> None:
+    def _sweep(self, token: str, client: docker.DockerClient | None = None) -> None:
         """Remove any container of the batch still there (best effort: the engine may be gone)."""
         try:
-            left = self.client.containers.list(all=True, sparse=True,
+            left = (client or self.client).containers.list(all=True, sparse=True,
                                                filters={"label": f"shlib.batch_token={token}"})
         except Exception:
             return
@@ -259,6 +262,8 @@ class ContainerBatch:
             attrs = container.attrs
             state = attrs.get("State", {})
             out.engine_runtime = attrs.get("HostConfig", {}).get("Runtime")
+            if out.engine_runtime == "oci":  # Podman's compat answer: the runtime it really used is in libpod's
+                out.engine_runtime = oci_runtime(container.client, container.id) or out.engine_runtime
             out.created_at, out.started_at, out.finished_at = attrs.get("Created"), state.get("StartedAt"), \
                 state.get("FinishedAt")
             if out.exit_code is None and state.get("Status") == "exited":

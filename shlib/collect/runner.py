@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 import shlib
 from shlib.collect.docker_batch import ContainerBatch
-from shlib.collect.engine import connect, engine_facts
-from shlib.collect.host import host_facts
+from shlib.collect.engine import client_is_local, client_kind, connect, container_quirks, engine_facts
+from shlib.collect.host import engine_host_facts, host_facts
 from shlib.collect.image import NodeImage, ensure_image, wheel_node
 from shlib.collect.library import (
     MOUNT_POINT,
@@ -208,7 +208,7 @@ def prepare(spec: Spec, runtimes: dict[str, Runtime], client: docker.DockerClien
         if "volume" in spec.mount:
             prep.volume = ensure_volume(client, library, prep.images[spec.node[0]])
         prep.containers = ContainerBatch(client, spec.timeout_s, spec.memory_mb, spec.pids_limit,
-                                         labels={"shlib.run_id": run_id})
+                                         labels={"shlib.run_id": run_id}, extra=container_quirks(client_kind(client)))
     if NATIVE in names:
         for source in spec.node:
             if source == "host":
@@ -216,6 +216,19 @@ def prepare(spec: Spec, runtimes: dict[str, Runtime], client: docker.DockerClien
             elif source.startswith("wheel:"):
                 prep.native_nodes[source] = str(wheel_node(source.split(":", 1)[1]))
     return prep
+
+
+def check_remote_spec(spec: Spec, engine: dict[str, Any]) -> None:
+    """Refuse what only works beside the engine: bind mounts of this machine's directory, native, cold cache."""
+    where = f"engine {engine.get('label')!r} ({engine.get('url')}) runs on another host ({engine.get('name')})"
+    if "bind" in spec.mount:
+        raise SpecError(f"mount: 'bind' mounts a directory of this machine, and the {where}: use 'volume' (filled "
+                        "through the engine's API) or 'image'")
+    if spec.runtimes != "all" and NATIVE in spec.runtimes:
+        raise SpecError(f"runtimes: 'native' runs the probe on this machine, and the {where}: drop native, or run "
+                        "shlib on the engine's host")
+    if "cold" in spec.cache:
+        raise SpecError(f"cache: 'cold' drops this machine's page cache, and the {where}: use 'warm'")
 
 
 def drop_caches() -> None:
@@ -274,10 +287,12 @@ def _is_open(batch: Batch, open_cells: set[tuple[Any, ...]]) -> bool:
 def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = None, resume: bool = False,
                    client: docker.DockerClient | None = None, progress: bool = True,
                    on_batch: Callable[[Batch, list[dict[str, Any]]], None] | None = None,
-                   library: Library | None = None) -> Path:
+                   library: Library | None = None, engine: str | None = None) -> Path:
     """Run ``spec`` into ``out_dir`` (default runs/<run_id>) and return the results directory.
 
     ``library`` replaces the npm install of ``spec.modules`` (e.g. one with local packages).
+    ``engine``: the engine to run on (URL or docker context, see ``engine.resolve_engine``; default
+    DOCKER_HOST or the local socket), checked before anything starts.
     Raises Interrupted (after saving) on Ctrl-C/SIGTERM and EngineUnavailable when the
     engine goes away; in both cases ``resume=True`` completes the run later.
     """
@@ -293,9 +308,13 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
     if out is None:
         out = runs_dir() / run_id
         check_out_dir(out, spec, False)
-    needs_engine = spec.runtimes == "all" or any(r != NATIVE for r in spec.runtimes)
+    needs_engine = spec.runtimes == "all" or any(r != NATIVE for r in spec.runtimes) or engine is not None
     if client is None and needs_engine:
-        client = connect(pool_size=4 * max(spec.concurrency) + 8, timeout_s=max(120.0, spec.timeout_s + 60))
+        client = connect(pool_size=4 * max(spec.concurrency) + 8, timeout_s=max(120.0, spec.timeout_s + 60),
+                         engine=engine)
+    local = client is None or client_is_local(client)
+    if not local:
+        check_remote_spec(spec, engine_facts(client))
     known = catalog(client)
     if meta is None:
         runtimes, gone = {n: known[n] for n in select_runtimes(spec, known)}, {}
@@ -310,15 +329,25 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
             tqdm.write(f"shlib: removed {removed} container(s) the interrupted run left behind")
     prep = prepare(spec, runtimes, client, run_id, library)
     prep.engine = engine_facts(client) if client is not None else None
+    if local:
+        host = host_facts()
+    else:
+        image = next(iter(prep.images.values()), None)
+        host = engine_host_facts(client, image.tag, container_quirks(client_kind(client))) if image else {}
     if meta is not None:
         check_resume_inputs(meta, prep)
+        then = (meta.engine or {}).get("id")
+        if then and prep.engine and then != prep.engine.get("id"):
+            raise ResultsError(f"run {meta.run_id} started on engine {meta.engine.get('label')!r} (id {then}), "
+                               f"not on {prep.engine.get('label')!r} (id {prep.engine.get('id')}): resume it on its "
+                               f"own engine with --engine {meta.engine.get('label')}")
     store = ResultsStore(out)
     done_batches = _done_batches(out) if meta else set()
     now = datetime.now(UTC).isoformat()
     metadata = RunMetadata(
         run_id=run_id, shlib_version=shlib.__version__, status="running", spec=spec.as_dict(), seed=spec.seed,
         runtime_set=names, started_at=meta.started_at if meta else now,
-        resumed_at=[*meta.resumed_at, now] if meta else [], hostname=socket.gethostname(), host=host_facts(),
+        resumed_at=[*meta.resumed_at, now] if meta else [], hostname=socket.gethostname(), host=host,
         engine=prep.engine,
         runtimes={n: (meta.runtimes[n].model_dump() if n in gone and meta and n in meta.runtimes else rt.as_dict())
                   for n, rt in runtimes.items()},
