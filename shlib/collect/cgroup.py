@@ -99,3 +99,13 @@ def cpu_ms_between(before_ns: int | None, after_ns: int | None) -> float | None:
     if before_ns is None or after_ns is None or after_ns < before_ns:
         return None
     return (after_ns - before_ns) / 1e6
+
+
+def cgroup_layout(root: Path = ROOT) -> dict[str, object]:
+    """This host's cgroup layout for the run's metadata: the version and whether the kernel keeps a peak."""
+    if (root / "cgroup.controllers").exists():
+        peak = any(root.glob("*/memory.peak")) or (root / "memory.peak").exists()
+        return {"version": 2, "memory_peak": "memory.peak" if peak else None,
+                "note": None if peak else "this kernel has no memory.peak (Linux < 5.19): mem_peak_mb is null"}
+    return {"version": 1, "memory_peak": "memory.max_usage_in_bytes" if (root / "memory").is_dir() else None,
+            "note": None}

@@ -27,6 +27,7 @@ import docker
 from tqdm.auto import tqdm
 
 import shlib
+from shlib.collect.cgroup import cgroup_layout
 from shlib.collect.docker_batch import ContainerBatch
 from shlib.collect.engine import connect, engine_facts
 from shlib.collect.host import host_facts
@@ -328,6 +329,8 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
         library={"path": str(prep.library.path), **prep.library.manifest},
         harness={"go_lead_ms": GO_LEAD_MS, "go_lead_ms_per_probe": GO_LEAD_MS_PER_PROBE,
                  "go_lead_note": "a batch of one probe starts at once (no lead)",
+                 "probe_hold": prep.containers.hold if prep.containers is not None else True,
+                 "cgroup": cgroup_layout(),
                  "lockdown": {"network": "none", "user": "1000:1000", "cap_drop": "ALL", "no_new_privileges": True,
                               "read_only_rootfs": True, "library": "read-only", "memory_mb": spec.memory_mb,
                               "pids_limit": spec.pids_limit}},
