@@ -23,6 +23,7 @@ from shlib.analysis.replication import load_reference, replication
 from shlib.analysis.scaling import concurrency_scaling, load_time_growth
 from shlib.analysis.significance import baseline_tests
 from shlib.analysis.summaries import summarize
+from shlib.analysis.timeline import load_share, missing_phases, phase_summary
 from shlib.analysis.variants import gvisor_comparison, runtime_variants
 from shlib.results.metadata import RunMetadata
 
@@ -69,7 +70,8 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
     Tables: summary, ratios, ratio_summary, tests, scaling, growth, replication, variants, gvisor_ratios,
     gvisor_summary, gvisor_contrasts, gvisor_contrast_cells; cpu_ratios and cpu_ratio_summary (the same
     ratios of cpu_ms, the CPU of the container's whole cgroup; empty, with a note, when the results have
-    none); costmodel_terms and costmodel_lomo (``shlib.analysis.costmodel``, of load_ms and cpu_ms).
+    none); costmodel_terms and costmodel_lomo (``shlib.analysis.costmodel``, of load_ms and cpu_ms); phases
+    and load_share (``shlib.analysis.timeline``: each phase's median, the share of the cold start loading).
     """
     if metadata is not None:
         cores = cores if cores is not None else metadata.host.cpu_count
@@ -136,6 +138,12 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
     tables["costmodel_lomo"] = mark_oversubscribed(
         pd.concat([m.lomo for m in models.values()], ignore_index=True) if models else pd.DataFrame(), cores)
     notes += model_notes
+    tables["phases"] = mark_oversubscribed(phase_summary(work, seed=seed, n_resamples=n_resamples), cores)
+    tables["load_share"] = mark_oversubscribed(load_share(work, seed=seed, n_resamples=n_resamples), cores)
+    lacking = missing_phases(df)
+    if lacking:
+        notes.append(f"these results have no {', '.join(lacking)} (the timeline and the cgroup's CPU and memory "
+                     "are recorded from schema v3 on)")
     variants = runtime_variants(metadata, runtimes, df)
     gvisor = gvisor_comparison(df, variants, seed=seed, n_resamples=n_resamples)
     tables.update(variants=variants, gvisor_ratios=gvisor["ratios"], gvisor_summary=gvisor["summary"],
