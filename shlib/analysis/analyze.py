@@ -151,7 +151,8 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
     ok = work[work["ok"]]
     overview = {"runtimes": runtimes, "n_modules": int(work["module"].nunique()),
                 "concurrency": sorted(int(c) for c in work["concurrency"].unique()), "n_ok": len(ok),
-                "n_failed": len(work) - len(ok), "kinds": sorted(set(work["runtime_kind"])), "cores": cores}
+                "n_failed": len(work) - len(ok), "kinds": sorted(set(work["runtime_kind"])), "cores": cores,
+                "timeline_missing": lacking}
     return AnalysisResult(baseline=used, seed=seed, n_resamples=n_resamples, tables=tables, notes=notes,
                           overview=overview, cost_models=models)
 

@@ -168,13 +168,14 @@ def fit_cost_model(df: pd.DataFrame, features: pd.DataFrame, metric: str = "load
             rest = [i for i in range(len(usable)) if i != j]
             b = np.linalg.lstsq(x[rest], y[rest], rcond=None)[0]
             predicted = float(x[j] @ b)
-            lomo_rows.append({**desc, "module": module, "files": float(x[j, 1]), "mbytes": float(x[j, 2]),
+            lomo_rows.append({**desc, "metric": metric, "module": module, "files": float(x[j, 1]),
+                              "mbytes": float(x[j, 2]),
                               "observed_ms": float(y[j]), "predicted_ms": predicted,
                               "error_ms": predicted - float(y[j]),
                               "rel_error": (predicted - float(y[j])) / float(y[j]) if y[j] else math.nan})
     model.terms = pd.DataFrame(term_rows, columns=[*keys, "term", "estimate", "ci_low", "ci_high", "ci_method",
                                                    "n_modules", "n_batches", "r2", "per", "metric"])
-    model.lomo = pd.DataFrame(lomo_rows, columns=[*keys, "module", "files", "mbytes", "observed_ms",
+    model.lomo = pd.DataFrame(lomo_rows, columns=[*keys, "metric", "module", "files", "mbytes", "observed_ms",
                                                   "predicted_ms", "error_ms", "rel_error"])
     model.notes = notes
     return model
