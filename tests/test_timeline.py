@@ -101,8 +101,8 @@ def test_cpu_ms_between_needs_both_readings_going_forward():
 def _outcome(offset_ms: float = 0.0) -> Outcome:
     """A trial on a timeline in host ms from 0 whose probe clock runs ``offset_ms`` ahead of the host's."""
     o = Outcome(slot=0, h_create=0.0, h_created=30.0, h_start=32.0, h_ready=151.0, h_go=152.0, h_payload=265.0,
-                h_exit=270.0, h_remove=300.0, h_removed=340.0, cpu_before_ns=5_000_000, cpu_after_ns=95_000_000,
-                mem_peak_bytes=64 * 2**20)
+                h_release=266.0, h_exit=270.0, h_remove=300.0, h_removed=340.0, cpu_before_ns=5_000_000,
+                cpu_after_ns=95_000_000, mem_peak_bytes=64 * 2**20)
     o.payload = {"process_start_wall_ms": 100.0 + offset_ms, "boot_ms": 45.0, "ready_wall_ms": 150.0 + offset_ms,
                  "go_recv_wall_ms": 153.0 + offset_ms, "go_wall_ms": 153.5 + offset_ms,
                  "loaded_wall_ms": 263.5 + offset_ms, "proc_cpu_ms": 80.0,
@@ -120,7 +120,8 @@ def test_the_clock_window_holds_the_true_offset_and_its_bound_is_recorded(offset
 
 def test_timeline_columns_from_each_clock():
     tl = timeline(_outcome())
-    assert tl["create_ms"] == 30.0 and tl["start_ms"] == 68.0 and tl["teardown_ms"] == 40.0
+    assert tl["create_ms"] == 30.0 and tl["start_ms"] == 68.0
+    assert tl["teardown_ms"] == 4.0 + 40.0  # exit sent -> exit seen, then the remove call
     assert tl["cpu_ms"] == 90.0 and tl["proc_cpu_ms"] == 80.0 and tl["mem_peak_mb"] == 64.0
 
 
@@ -137,7 +138,7 @@ def test_a_trial_without_engine_phases_or_cgroup_has_nulls():
 def test_the_accounting_adds_up_whatever_the_offset(offset):
     acc = accounting_ms(_outcome(offset))
     assert acc["wall"] == 270.0
-    # create 30 + attach 2 + start 68 + boot 45 + barrier 3.5 + load 109 + report 6.5 = 264: 6 ms of set-up left
+    # create 30 + attach 2 + start 68 + boot 45 + barrier 3.5 + load 109 + report 2.5 + exit 4 = 264: 6 ms left
     assert acc["residual"] == pytest.approx(6.0)
 
 
@@ -178,7 +179,8 @@ def test_the_cgroup_is_read_before_go_and_while_the_probe_holds_then_it_is_told_
         tl = timeline(out)
         assert tl["cpu_ms"] == 1.0 and tl["mem_peak_mb"] == 3.0
         assert tl["create_ms"] >= 0 and tl["teardown_ms"] >= 0
-        assert out.h_create <= out.h_created <= out.h_start <= out.h_go <= out.h_payload <= out.h_exit
+        assert out.h_create <= out.h_created <= out.h_start <= out.h_go <= out.h_payload <= out.h_release
+        assert out.h_release <= out.h_exit
         assert out.h_exit <= out.h_remove <= out.h_removed
     assert not client.left()
 

@@ -231,6 +231,7 @@ class ContainerBatch:
                         if slot in cgroups:
                             out.cpu_after_ns = cgroups[slot].cpu_ns()
                             out.mem_peak_bytes = cgroups[slot].memory_peak_bytes()
+                    out.h_release = now_ms() if self.hold else out.h_payload
                     if self.hold and slot in live:
                         try:
                             live[slot][0].sendall(EXIT_MESSAGE)

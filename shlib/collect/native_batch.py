@@ -62,7 +62,7 @@ class NativeBatch:
             go_time = time.monotonic()
 
             def reported(i: int) -> None:  # as soon as a probe has reported, it is told to exit (hold)
-                outcomes[i].h_payload = now_ms()
+                outcomes[i].h_payload = outcomes[i].h_release = now_ms()
                 if self.hold:
                     _tell_exit(procs[i])
 

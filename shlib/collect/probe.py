@@ -49,13 +49,15 @@ class Outcome:
     ready: bool = False
     t_create: float = field(default=0.0, repr=False)
     #: Harness wall-clock stamps (epoch ms): create call began/returned, start call began, "ready" seen,
-    #: go sent, the JSON line seen, the exit seen, the remove call began and returned. None: did not happen.
+    #: go sent, the JSON line seen, 'exit' sent (hold; else the JSON line), the exit seen, the remove
+    #: call began and returned. None: did not happen.
     h_create: float | None = None
     h_created: float | None = None
     h_start: float | None = None
     h_ready: float | None = None
     h_go: float | None = None
     h_payload: float | None = None
+    h_release: float | None = None
     h_exit: float | None = None
     h_remove: float | None = None
     h_removed: float | None = None

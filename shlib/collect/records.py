@@ -7,8 +7,10 @@ The timeline of a trial, each phase from a stated clock (``timeline``):
                    (the probe's ``process_start_wall_ms``, its own clock)
     boot_ms        probe: Node's start until the probe's script ran
     load_ms        probe: the module's first load
-    teardown_ms    harness: the engine's removal of the exited container (containers only; a batch's
-                   containers are removed together once all have exited)
+    teardown_ms    harness: from 'exit' sent until the engine saw the container exit (the process's exit
+                   and the sandbox's shutdown), plus the engine's removal of it (containers only; a
+                   batch's containers are removed together once all have exited, and the wait for
+                   the others is not counted)
 
 Two clocks meet in start_ms: the host's (the harness's ``time.time()``) and the probe's (the
 container's, which under gVisor is the sandbox's). ``clock_offset_ms`` bounds |probe - host| from
@@ -90,6 +92,10 @@ def _diff(later: Any, earlier: Any) -> float | None:
     return None
 
 
+def _sum(*parts: float | None) -> float | None:
+    return None if any(p is None for p in parts) else float(sum(parts))  # type: ignore[arg-type]
+
+
 def clock_window_ms(out: Outcome) -> tuple[float | None, float | None]:
     """(lowest, highest) possible offset of the probe's clock from the harness's (probe - host, ms).
 
@@ -112,7 +118,7 @@ def timeline(out: Outcome) -> dict[str, float | None]:
     return {
         "create_ms": _diff(out.h_created, out.h_create),
         "start_ms": _diff(p.get("process_start_wall_ms"), out.h_start),
-        "teardown_ms": _diff(out.h_removed, out.h_remove),
+        "teardown_ms": _sum(_diff(out.h_exit, out.h_release), _diff(out.h_removed, out.h_remove)),
         "clock_offset_ms": max(abs(low), abs(high)) if low is not None and high is not None else None,
         "cpu_ms": cpu_ms_between(out.cpu_before_ns, out.cpu_after_ns),
         "proc_cpu_ms": float(proc_cpu) if isinstance(proc_cpu, (int, float)) else None,
@@ -123,12 +129,13 @@ def timeline(out: Outcome) -> dict[str, float | None]:
 def accounting_ms(out: Outcome) -> dict[str, float | None]:
     """Where a trial's wall time went: the named phases, the harness's own waits, and what is left.
 
-    wall_ms (create call to exit seen) = create + attach + start + boot + barrier + load + report + residual:
-    ``attach`` the harness attaching to the container between create and start (harness clock);
-    ``barrier`` ready until go (probe clock: waiting for the batch and the go lead);
-    ``report`` loaded until the exit was seen (probe -> host: the JSON line, the cgroup read, 'exit', the
-    process's exit); ``residual`` what no phase names (the probe's own set-up after its boot stamp and its
-    bookkeeping between modules). The two clock crossings (start, report) cancel: the sum is offset-free.
+    wall_ms (create call to exit seen) = create + attach + start + boot + barrier + load + report + exit
+    + residual: ``attach`` the harness attaching to the container between create and start (harness
+    clock); ``barrier`` ready until go (probe clock: waiting for the batch and the go lead); ``report``
+    loaded until 'exit' was sent (probe -> host: the JSON line, the cgroup read); ``exit`` until the
+    engine saw the container exit (the first part of teardown_ms); ``residual`` what no phase names (the
+    probe's own set-up after its boot stamp and its bookkeeping between modules). The two clock crossings
+    (start, report) cancel: the sum is offset-free.
     """
     p = out.payload or {}
     tl = timeline(out)
@@ -140,7 +147,8 @@ def accounting_ms(out: Outcome) -> dict[str, float | None]:
         "boot": p.get("boot_ms"),
         "barrier": _diff(p.get("go_wall_ms"), p.get("ready_wall_ms")),
         "load": float(sum(x for x in loads if isinstance(x, (int, float)))) if loads else None,
-        "report": _diff(out.h_exit, p.get("loaded_wall_ms")),
+        "report": _diff(out.h_release, p.get("loaded_wall_ms")),
+        "exit": _diff(out.h_exit, out.h_release),
     }
     wall = _diff(out.h_exit, out.h_create)
     known = [v for v in parts.values() if v is not None]
