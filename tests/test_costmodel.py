@@ -149,3 +149,12 @@ def test_the_analysis_ratios_cpu_ms_beside_load_ms_and_fits_both_models():
         ratios(pd.concat([df, native]), baseline="native", metric="cpu_ms", n_resamples=200)
     with pytest.raises(AnalysisError, match="metric 'rss' is not one of"):
         ratios(df, metric="rss", n_resamples=200)
+
+
+def test_a_module_with_one_batch_gives_no_interval_rather_than_a_point():
+    one = synthetic(8, reps=1)
+    model = fit_cost_model(one, features(), n_resamples=200)
+    assert model.terms["ci_low"].isna().all() and model.terms["estimate"].notna().all()
+    assert any("one batch: no interval" in n for n in model.notes)
+    pen = predict_penalty_ms(100, 1.0, "gvisor", "runc", model)
+    assert np.isfinite(pen.estimate_ms) and np.isnan(pen.ci_low_ms)

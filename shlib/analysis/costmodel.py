@@ -158,10 +158,15 @@ def fit_cost_model(df: pd.DataFrame, features: pd.DataFrame, metric: str = "load
         ss_tot = float(((y - y.mean()) ** 2).sum())
         r2 = 1 - ss_res / ss_tot if ss_tot > 0 else math.nan
         n_batches = int(sum(g.n_clusters for g in groups))
+        lonely = [m for g, m in zip(groups, usable, strict=True) if g.n_clusters < 2]
+        if lonely:  # one batch: nothing to resample, the draws would all be the estimate
+            model.draws[key] = np.full_like(draws, np.nan)
+            notes.append(f"{'/'.join(map(str, key))}: {', '.join(lonely)} had one batch: no interval")
+        method = "none (a module with one batch)" if lonely else "cluster bootstrap, percentile"
         for i, term in enumerate(TERMS):
-            low, high = np.quantile(draws[i], [alpha, 1 - alpha])
+            low, high = (np.nan, np.nan) if lonely else np.quantile(draws[i], [alpha, 1 - alpha])
             term_rows.append({**desc, "term": term, "estimate": float(beta[i]), "ci_low": float(low),
-                              "ci_high": float(high), "ci_method": "cluster bootstrap, percentile",
+                              "ci_high": float(high), "ci_method": method,
                               "n_modules": len(usable), "n_batches": n_batches, "r2": r2, "per": per,
                               "metric": metric})
         for j, module in enumerate(usable):

@@ -144,11 +144,14 @@ def cpu_wall_reading(ratio_summary: pd.DataFrame, cpu_ratio_summary: pd.DataFram
         lo, hi = levels[0], levels[-1]
         c = cpu.set_index("concurrency")
         w = wall.set_index("concurrency")
+        bounds = [c.loc[lo, "ci_low"], c.loc[lo, "ci_high"], c.loc[hi, "ci_low"], c.loc[hi, "ci_high"]]
         overlap = c.loc[hi, "ci_low"] <= c.loc[lo, "ci_high"] and c.loc[lo, "ci_low"] <= c.loc[hi, "ci_high"]
+        verdict = ("no interval: cannot tell" if not np.isfinite(np.asarray(bounds, dtype=float)).all()
+                   else "intervals overlap: steady" if overlap else "intervals apart: it moved")
         lines.append(
             f"- **{runtime}** vs {c.loc[lo, 'baseline']}: CPU {interval_text(c.loc[lo, 'ratio'], c.loc[lo, 'ci_low'], c.loc[lo, 'ci_high'])}"  # noqa: E501
             f" at {lo} -> {interval_text(c.loc[hi, 'ratio'], c.loc[hi, 'ci_low'], c.loc[hi, 'ci_high'])} at {hi}"
-            f" ({'intervals overlap: steady' if overlap else 'intervals apart: it moved'}); wall "
+            f" ({verdict}); wall "
             f"{interval_text(w.loc[lo, 'ratio'], w.loc[lo, 'ci_low'], w.loc[lo, 'ci_high'])} -> "
             f"{interval_text(w.loc[hi, 'ratio'], w.loc[hi, 'ci_low'], w.loc[hi, 'ci_high'])}")
     if not lines:
@@ -230,9 +233,10 @@ def cost_reading(models: Mapping[str, CostModel], lomo: pd.DataFrame, notes: Seq
         lines += [f"- {line}" for line in per_file_readings(model, level)]
         held = lomo[(lomo["metric"] == metric) & (lomo["concurrency"] == level)] if not lomo.empty else lomo
         if len(held):
-            errors = 100 * held["rel_error"].abs()
-            lines.append(f"  - {metric}: held-out modules predicted within {errors.median():.0f}% (median), "
-                         f"worst {errors.max():.0f}%")
+            errors, worst = held["error_ms"].abs(), held.loc[held["error_ms"].abs().idxmax()]
+            lines.append(f"  - {metric}: held-out modules predicted within {errors.median():.1f} ms (median "
+                         f"{100 * held['rel_error'].abs().median():.0f}% of their own time); worst "
+                         f"{worst['module']} at {worst['runtime']}, off by {worst['error_ms']:+.1f} ms")
     source = next(iter(models.values())).features
     how = ", ".join(sorted(set(source["files_source"]))) if len(source) else "?"
     return (f"Per file = per file the load opened ({how}). Computed from the data, 95% cluster-bootstrap "
