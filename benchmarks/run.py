@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import bench_hold
 
         log("7 the hold for the cgroup read ...")
-        rows += run_section(bench_hold.SECTION, lambda: bench_hold.run(setup, size["hold_rounds"], args.seed, log),
-                            setup, log)
+        rows += run_section(bench_hold.SECTION, lambda: bench_hold.run(setup, size["hold_rounds"], args.seed, log,
+                                                                        quick=args.quick), setup, log)
     elapsed = time.perf_counter() - started
     header = (f"# shlib benchmarks ({'quick' if args.quick else 'full'})\n\n"
               f"- command: `python -m benchmarks.run{' --quick' if args.quick else ''}`, seed {args.seed}\n"
