@@ -87,9 +87,38 @@ def test_a_profile_is_measured_once_then_read_from_the_library(tmp_path, monkeyp
     def no_strace(*args, **kwargs):
         raise AssertionError("the cached profile should have been used")
 
-    monkeypatch.setattr(subprocess, "run", no_strace)
+    monkeypatch.setattr(subprocess, "Popen", no_strace)
     assert syscall_profiles(tmp_path, "hash1", ["three"], "node", PROBE, "v-test") == first
     with pytest.raises(AssertionError):  # another Node version is another profile
         syscall_profiles(tmp_path, "hash1", ["three"], "node", PROBE, "v-other")
     monkeypatch.setattr(syscalls.shutil, "which", lambda name: None)
     assert syscall_profiles(tmp_path, "hash2", ["three"], "node", PROBE, "v-test") is None
+
+
+@pytest.mark.skipif(not (shutil.which("strace") and shutil.which("node")), reason="needs strace and node")
+@pytest.mark.timeout(60)
+def test_a_module_that_hangs_is_recorded_as_failed_and_leaves_no_process(tmp_path):
+    import time
+
+    for name, body in (("hangs", "Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);"),
+                       ("fine", "module.exports = 1;")):
+        pkg = tmp_path / "node_modules" / name
+        pkg.mkdir(parents=True)
+        (pkg / "package.json").write_text(json.dumps({"name": name, "version": "1.0.0"}))
+        (pkg / "index.js").write_text(body)
+    started = time.monotonic()
+    profiles = syscall_profiles(tmp_path, "h", ["hangs", "fine"], "node", PROBE, "v-test", timeout_s=3)
+    assert time.monotonic() - started < 20
+    assert profiles["modules"]["hangs"] == {"ok": False, "error": profiles["modules"]["hangs"]["error"]}
+    assert "did not finish within 3 s" in profiles["modules"]["hangs"]["error"]
+    assert profiles["modules"]["fine"]["ok"]
+    time.sleep(0.5)
+    left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and str(tmp_path).encode() in _cmdline(p)]
+    assert not left, "the traced node outlived its strace"
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -215,7 +215,7 @@ def prepare(spec: Spec, runtimes: dict[str, Runtime], client: docker.DockerClien
             prep.volume = ensure_volume(client, library, prep.images[spec.node[0]])
         prep.containers = ContainerBatch(client, spec.timeout_s, spec.memory_mb, spec.pids_limit,
                                          labels={"shlib.run_id": run_id})
-    prep.syscalls = module_syscalls(library, runtimes)
+    prep.syscalls = module_syscalls(library, runtimes, spec.timeout_s)
     if NATIVE in names:
         for source in spec.node:
             if source == "host":
@@ -225,7 +225,7 @@ def prepare(spec: Spec, runtimes: dict[str, Runtime], client: docker.DockerClien
     return prep
 
 
-def module_syscalls(library: Library, runtimes: dict[str, Runtime]) -> dict[str, Any] | None:
+def module_syscalls(library: Library, runtimes: dict[str, Runtime], timeout_s: float = 60.0) -> dict[str, Any] | None:
     """Each module's syscall profile, measured once with the host's node under strace (cached with the
     library); None without strace or node, {"error": ...} when the measurement failed (the run goes on)."""
     native = runtimes.get(NATIVE)
@@ -235,7 +235,8 @@ def module_syscalls(library: Library, runtimes: dict[str, Runtime]) -> dict[str,
     modules = [m["module"] for m in library.manifest["modules"]]
     with resources.as_file(resources.files("shlib.collect.probes").joinpath("load.js")) as probe:
         try:
-            return syscall_profiles(library.path, library.tree_hash, modules, node, probe, node_version(node))
+            return syscall_profiles(library.path, library.tree_hash, modules, node, probe, node_version(node),
+                                    timeout_s=min(timeout_s, 60.0))
         except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
             return {"error": f"strace of the probe failed: {exc}"[:2000]}
 

@@ -14,8 +14,10 @@ profile depends on both, and on nothing of the run).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -89,27 +91,37 @@ def net_profile(loaded: dict[str, int], empty: dict[str, int]) -> dict[str, int]
     return {k: max(0, loaded.get(k, 0) - empty.get(k, 0)) for k in loaded}
 
 
-def _strace(strace: str, node: str, probe: Path, lib: Path,
-            modules: list[str]) -> tuple[dict[str, int], dict[str, Any]]:
+def _strace(strace: str, node: str, probe: Path, lib: Path, modules: list[str],
+            timeout_s: float) -> tuple[dict[str, int], dict[str, Any]]:
+    """strace the probe loading ``modules``; a probe still running after ``timeout_s`` is killed with its
+    tracer (the whole process group: a killed strace alone would leave the traced node running)."""
     arg = json.dumps({"lib": str(lib), "modules": modules, "barrier": False, "hold": False})
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
-        done = subprocess.run([strace, "-f", "-C", "-o", out.name, node, str(probe), arg], capture_output=True,
-                              text=True, timeout=300)
-        if done.returncode != 0:
-            raise RuntimeError(f"strace of the probe ({modules}) exited {done.returncode}: {done.stderr[-800:]}")
+        proc = subprocess.Popen([strace, "-f", "-C", "-o", out.name, node, str(probe), arg], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise RuntimeError(f"the probe loading {modules} did not finish within {timeout_s:g} s under strace") \
+                from None
+        if proc.returncode != 0:
+            raise RuntimeError(f"strace of the probe ({modules}) exited {proc.returncode}: {stderr[-800:]}")
         text = Path(out.name).read_text(errors="replace")
         summary = {**summarize(parse_strace_summary(text)), "read_bytes": read_bytes(text)}
-    payload = next((json.loads(x) for x in reversed(done.stdout.splitlines()) if x.startswith("{")), {})
+    payload = next((json.loads(x) for x in reversed(stdout.splitlines()) if x.startswith("{")), {})
     return summary, payload
 
 
 def syscall_profiles(lib: Path, tree_hash: str, modules: list[str], node: str, probe: Path,
-                     node_version: str | None) -> dict[str, Any] | None:
+                     node_version: str | None, timeout_s: float = 60.0) -> dict[str, Any] | None:
     """{module: net profile} of each module, measured once and cached in ``lib``; None without strace.
 
     A profile holds openat, stat, read, mmap, getdents64, failed_lookups and syscalls (counts added by
     the load), read_bytes (what its reads returned), ``files_loaded`` (the probe's CommonJS count) and
-    ``ok`` (the module loaded natively).
+    ``ok`` (the module loaded natively). A module whose load does not finish within ``timeout_s`` gets
+    {"ok": false, "error": ...} (cached too: it would hang again) and the others are still measured.
     """
     strace = shutil.which("strace")
     if strace is None:
@@ -119,9 +131,13 @@ def syscall_profiles(lib: Path, tree_hash: str, modules: list[str], node: str, p
     cached = read_cache(cache_path).get(key, {})
     missing = [m for m in modules if m not in cached]
     if missing:
-        empty, _ = _strace(strace, node, probe, lib, [])
+        empty, _ = _strace(strace, node, probe, lib, [], timeout_s)
         for module in missing:
-            loaded, payload = _strace(strace, node, probe, lib, [module])
+            try:
+                loaded, payload = _strace(strace, node, probe, lib, [module], timeout_s)
+            except RuntimeError as exc:
+                cached[module] = {"ok": False, "error": str(exc)[:500]}
+                continue
             result = next(iter(payload.get("results", [])), {})
             cached[module] = {**net_profile(loaded, empty), "files_loaded": result.get("files"),
                               "ok": bool(result.get("ok"))}
