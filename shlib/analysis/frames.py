@@ -16,6 +16,9 @@ from shlib.results.schema import runtime_kind
 
 FACTORS = ("engine", "engine_host", "language", "mount", "cache", "interpreter_version", "load_mode")
 REQUIRED_COLUMNS = ("runtime", "module", "concurrency", "load_ms", "status")
+#: Per-trial measurements (ms) an analysis can take in place of load_ms (``with_metric``): the timeline
+#: phases and the CPU of the container's cgroup (cpu_ms) or of the probe process (proc_cpu_ms).
+METRICS = ("load_ms", "cpu_ms", "proc_cpu_ms", "wall_ms", "create_ms", "start_ms", "boot_ms", "teardown_ms")
 
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
@@ -50,6 +53,9 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         if name in df.columns:
             col = df[name].astype(object)
             work[name] = col.where(col.notna(), "NA").astype(str).to_numpy()
+    for name in METRICS[1:]:
+        if name in df.columns:
+            work[name] = pd.to_numeric(df[name], errors="coerce").astype("float64").to_numpy()
     if "rep" in df.columns:  # the repetition a batch belongs to: batch tests permute within it
         work["rep"] = pd.to_numeric(df["rep"], errors="coerce").fillna(-1).astype("int64").to_numpy()
     work["ok"] = (work["status"] == "ok").to_numpy() & np.isfinite(work["load_ms"].to_numpy())
@@ -82,6 +88,31 @@ def _native_in_every_mount(work: pd.DataFrame) -> pd.DataFrame:
         return work
     copies = [work[native].assign(mount=level, repeated=i > 0) for i, level in enumerate(levels)]
     return pd.concat([work[~native], *copies], ignore_index=True)
+
+
+def with_metric(work: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``work`` with ``metric`` in the place of load_ms, so that every load_ms statistic applies to it.
+
+    A trial that loaded (status ok) but has no value of ``metric`` was not measured for it (native
+    has no cgroup: no cpu_ms; results from before the timeline have none at all) and is left out;
+    failed trials stay and are counted as failed. Raises AnalysisError for an unknown metric.
+    """
+    if metric == "load_ms":
+        return work
+    if metric not in METRICS:
+        raise AnalysisError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
+    values = work[metric] if metric in work.columns else pd.Series(np.nan, index=work.index)
+    measured = np.isfinite(values.to_numpy(dtype="float64"))
+    keep = measured | (work["status"] != "ok").to_numpy()
+    out = work[keep].copy()
+    out["load_ms"] = values[keep].to_numpy(dtype="float64")
+    out["ok"] = (out["status"] == "ok").to_numpy() & np.isfinite(out["load_ms"].to_numpy())
+    return out
+
+
+def has_metric(df: pd.DataFrame, metric: str) -> bool:
+    """Whether any trial of ``df`` has a value of ``metric`` (older results have no timeline columns)."""
+    return metric in df.columns and bool(pd.to_numeric(df[metric], errors="coerce").notna().any())
 
 
 def factors_present(work: pd.DataFrame) -> list[str]:

@@ -10,8 +10,10 @@ the plan without repeating a trial.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 from collections import defaultdict
@@ -27,9 +29,10 @@ import docker
 from tqdm.auto import tqdm
 
 import shlib
+from shlib.collect.cgroup import cgroup_layout
 from shlib.collect.docker_batch import ContainerBatch
 from shlib.collect.engine import client_is_local, client_kind, connect, container_quirks, engine_facts
-from shlib.collect.host import engine_host_facts, host_facts
+from shlib.collect.host import engine_host_facts, host_facts, node_version
 from shlib.collect.image import NodeImage, ensure_image, wheel_node
 from shlib.collect.library import (
     MOUNT_POINT,
@@ -43,6 +46,7 @@ from shlib.collect.native_batch import NativeBatch
 from shlib.collect.probe import GO_LEAD_MS, GO_LEAD_MS_PER_PROBE, Outcome
 from shlib.collect.records import rows_for, skipped_rows
 from shlib.collect.runtimes import Runtime, catalog, select_runtimes
+from shlib.collect.syscalls import syscall_profiles
 from shlib.errors import EngineUnavailable, Interrupted, ResultsError, RuntimeUnavailable, SpecError
 from shlib.paths import runs_dir
 from shlib.results.metadata import RunMetadata, RunStatus
@@ -185,6 +189,8 @@ class Prepared:
     containers: ContainerBatch | None = None
     #: The engine's identity (``engine.engine_facts``); None for a native-only run.
     engine: dict[str, Any] | None = None
+    #: Each module's syscall profile (``syscalls.syscall_profiles``); None without strace.
+    syscalls: dict[str, Any] | None = None
 
 
 def prepare(spec: Spec, runtimes: dict[str, Runtime], client: docker.DockerClient | None, run_id: str,
@@ -209,6 +215,7 @@ def prepare(spec: Spec, runtimes: dict[str, Runtime], client: docker.DockerClien
             prep.volume = ensure_volume(client, library, prep.images[spec.node[0]])
         prep.containers = ContainerBatch(client, spec.timeout_s, spec.memory_mb, spec.pids_limit,
                                          labels={"shlib.run_id": run_id}, extra=container_quirks(client_kind(client)))
+    prep.syscalls = module_syscalls(library, runtimes, spec.timeout_s)
     if NATIVE in names:
         for source in spec.node:
             if source == "host":
@@ -229,6 +236,22 @@ def check_remote_spec(spec: Spec, engine: dict[str, Any]) -> None:
                         "shlib on the engine's host")
     if "cold" in spec.cache:
         raise SpecError(f"cache: 'cold' drops this machine's page cache, and the {where}: use 'warm'")
+
+
+def module_syscalls(library: Library, runtimes: dict[str, Runtime], timeout_s: float = 60.0) -> dict[str, Any] | None:
+    """Each module's syscall profile, measured once with the host's node under strace (cached with the
+    library); None without strace or node, {"error": ...} when the measurement failed (the run goes on)."""
+    native = runtimes.get(NATIVE)
+    node = (native.path if native is not None and native.path else None) or shutil.which("node")
+    if node is None or shutil.which("strace") is None:
+        return None
+    modules = [m["module"] for m in library.manifest["modules"]]
+    with resources.as_file(resources.files("shlib.collect.probes").joinpath("load.js")) as probe:
+        try:
+            return syscall_profiles(library.path, library.tree_hash, modules, node, probe, node_version(node),
+                                    timeout_s=min(timeout_s, 60.0))
+        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+            return {"error": f"strace of the probe failed: {exc}"[:2000]}
 
 
 def drop_caches() -> None:
@@ -354,9 +377,11 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
         runtimes_unavailable={n: rt.reason for n, rt in known.items() if not rt.available},
         skipped_runtimes=dict(gone), images={s: img.as_dict() for s, img in prep.images.items()},
         library_images=prep.lib_images, volume=prep.volume,
-        library={"path": str(prep.library.path), **prep.library.manifest},
+        library={"path": str(prep.library.path), **prep.library.manifest, "syscall_profile": prep.syscalls},
         harness={"go_lead_ms": GO_LEAD_MS, "go_lead_ms_per_probe": GO_LEAD_MS_PER_PROBE,
                  "go_lead_note": "a batch of one probe starts at once (no lead)",
+                 "probe_hold": prep.containers.hold if prep.containers is not None else True,
+                 "cgroup": cgroup_layout(),
                  "lockdown": {"network": "none", "user": "1000:1000", "cap_drop": "ALL", "no_new_privileges": True,
                               "read_only_rootfs": True, "library": "read-only", "memory_mb": spec.memory_mb,
                               "pids_limit": spec.pids_limit}},
