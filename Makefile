@@ -1,6 +1,6 @@
 # The two commands a new user runs (as root, on a Debian/Ubuntu host):
 #   make run    set up everything, measure (quick preset), write the report
-#   make test   set up everything, run the test suite against the real engine
+#   make test   set up everything (Podman too), run the test suite against the real engines
 # Each is idempotent: set-up steps that are done already change nothing.
 
 PYTHON ?= python3
@@ -10,13 +10,13 @@ PRESET ?= quick
 OUT    ?= runs/$(PRESET)-$(shell date -u +%Y%m%dT%H%M%S)
 PYTEST_ARGS ?=
 
-.PHONY: run test setup host venv kernel bench lint notebooks-clean
+.PHONY: run test setup host podman venv kernel bench lint notebooks-clean
 
 run: setup
 	$(BIN)/shlib run --preset $(PRESET) --out $(OUT)
 	$(BIN)/shlib report $(OUT)
 
-test: setup
+test: setup podman
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 setup: host venv kernel
@@ -24,6 +24,10 @@ setup: host venv kernel
 
 host:
 	bash scripts/setup-host.sh
+
+# Podman as a second engine (its Docker API on /run/shlib-podman.sock): the tests exercise it.
+podman: host
+	bash scripts/setup-podman.sh
 
 venv: $(BIN)/.installed
 

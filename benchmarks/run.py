@@ -9,6 +9,7 @@ Sections (issue 7):
   4 time to answer adaptive mode vs a fixed design of the same precision; coverage by simulation
   5 analysis       benchmarks/bench_analysis.py: the full analysis of 100,000 rows
   6 start-up       launch to the first container's create event: `shlib run` of a minimal spec vs `docker run`
+  7 hold           load_ms with the probe's hold for the cgroup read on and off, interleaved: their ratio
 
 Writes the table to DIR/latest.md and DIR/latest.csv (default benchmarks/results/). The machine is
 shared and noisy: the table holds medians and ratios of medians measured in this run, with 95%
@@ -37,12 +38,14 @@ from benchmarks import bench_analysis
 from benchmarks.common import Row
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("orchestration", "throughput", "adaptive", "analysis", "startup")
+SECTIONS = ("orchestration", "throughput", "adaptive", "analysis", "startup", "hold")
 #: Sizes of the full run (about 20 minutes on 2 shared cores) and of --quick (about 2-3 minutes).
 FULL = {"rounds": 25, "levels": (1, 4, 8, 16), "batches": 3, "scaling_reps": 8, "scaling_pairs": 3,
-        "bookkeeping": 200, "target": 0.30, "cells": 2000, "replicates": 200, "startup_rounds": 15}
+        "bookkeeping": 200, "target": 0.30, "cells": 2000, "replicates": 200, "startup_rounds": 15,
+        "hold_rounds": 20}
 QUICK = {"rounds": 4, "levels": (1, 4, 8, 16), "batches": 1, "scaling_reps": 2, "scaling_pairs": 1,
-         "bookkeeping": 30, "target": 0.5, "cells": 300, "replicates": 30, "startup_rounds": 4}
+         "bookkeeping": 30, "target": 0.5, "cells": 300, "replicates": 30, "startup_rounds": 4,
+         "hold_rounds": 3}
 
 
 def analysis_rows(quick: bool) -> list[Row]:
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     header_facts = machine()
     rows: list[Row] = []
     setup = None
-    if any(s in sections for s in ("orchestration", "throughput", "adaptive", "startup")):
+    if any(s in sections for s in ("orchestration", "throughput", "adaptive", "startup", "hold")):
         from benchmarks.common import make_setup
 
         setup = make_setup(max(size["levels"]))
@@ -167,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         log("6 start-up to the first container ...")
         rows += run_section(bench_startup.SECTION, lambda: bench_startup.run(
             setup, size["startup_rounds"], args.seed, log), setup, log)
+    if "hold" in sections:
+        from benchmarks import bench_hold
+
+        log("7 the hold for the cgroup read ...")
+        rows += run_section(bench_hold.SECTION, lambda: bench_hold.run(setup, size["hold_rounds"], args.seed, log,
+                                                                        quick=args.quick), setup, log)
     elapsed = time.perf_counter() - started
     header = (f"# shlib benchmarks ({'quick' if args.quick else 'full'})\n\n"
               f"- command: `python -m benchmarks.run{' --quick' if args.quick else ''}`, seed {args.seed}\n"

@@ -23,12 +23,13 @@ missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 [ -x /usr/bin/runsc ] || missing+=(runsc)
 command -v crun >/dev/null || missing+=(crun)
+command -v strace >/dev/null || missing+=(strace)  # each module's syscall profile (shlib.collect.syscalls)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
 else
-  say "docker.io, runsc and crun already installed"
+  say "docker.io, runsc, crun and strace already installed"
 fi
 
 # 2. The newer gVisor from Debian trixie, through a private apt configuration:

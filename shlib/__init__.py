@@ -22,8 +22,12 @@ _API = {
     "load_spec": "shlib.spec.spec",
     "preset": "shlib.spec.spec",
     "run_experiment": "shlib.collect.runner",
+    "run_campaign": "shlib.collect.campaign",
+    "resolve_engine": "shlib.collect.engine",
     "load_results": "shlib.results.store",
-    "analyze_run": "shlib.analysis.analyze",
+    "analyze_frame": "shlib.analysis.analyze",
+    "analyze_runs": "shlib.analysis.analyze",
+    "analyze_run": "shlib.present.export",
     "build_report": "shlib.present.report",
 }
 

@@ -26,23 +26,47 @@ def cli() -> None:
     """Measure how fast container runtimes load a shared npm library volume."""
 
 
-def doctor_report(refresh: bool = False, recheck: bool | None = None) -> dict[str, Any]:
+ENGINE_HELP = ("The engine: unix:///PATH, tcp://HOST:PORT (TLS from DOCKER_TLS_VERIFY/DOCKER_CERT_PATH), "
+               "ssh://[USER@]HOST[:PORT] or a docker context name (default: DOCKER_HOST, else the local socket).")
+
+
+def doctor_report(refresh: bool = False, recheck: bool | None = None, engine_name: str | None = None
+                  ) -> dict[str, Any]:
     """Engine, runtimes (available or why not) and host facts, as a dict.
 
     Every runtime is smoke-tested (cached per binary and flags); ``refresh`` (old name: ``recheck``)
-    tests them all again.
+    tests them all again. ``engine_name``: as ``--engine``; a malformed one raises EngineUnavailable.
+    For an engine on another host, the host facts are that host's (engine info and a small container).
     """
     refresh = refresh or bool(recheck)
-    from shlib.collect.engine import connect, engine_facts
-    from shlib.collect.host import host_facts, kvm_facts
+    from shlib.collect.engine import client_kind, connect, container_quirks, engine_facts, resolve_engine
+    from shlib.collect.host import engine_host_facts, host_facts, kvm_facts
     from shlib.collect.runtimes import catalog
-    from shlib.errors import EngineUnavailable
+    from shlib.errors import EngineUnavailable, ShlibError
 
+    target = resolve_engine(engine_name)  # a malformed name is the caller's error, not an unreachable engine
     try:
-        client = connect()
+        client = connect(engine=target)
         engine: dict[str, Any] = {"reachable": True, **engine_facts(client)}
     except EngineUnavailable as exc:
+        if engine_name:
+            raise
         client, engine = None, {"reachable": False, "error": str(exc)}
+    local = client is None or engine["local"]
+    host, kvm = (host_facts(), kvm_facts()) if local else ({}, {})
+    if not local:
+        from shlib.collect.image import ensure_image
+
+        try:
+            image = ensure_image(client, "host").tag
+            host = engine_host_facts(client, image, container_quirks(client_kind(client)))
+        except ShlibError as exc:
+            host = {"facts_error": str(exc)}
+        kvm = {"dev_kvm": host.get("kvm"), "kvm_pvm_module": None,
+               "hw_virt_flags": (host.get("container_view") or {}).get("hw_virt_flags", []), "kind": "unknown",
+               "problem": "", "summary": ""}
+    engine["native"] = ("available: shlib runs on the engine's host" if local else
+                        "not available: shlib does not run on the engine's host")
     from shlib.analysis.variants import describe_variants
 
     runtimes = catalog(client, refresh=refresh)
@@ -52,27 +76,33 @@ def doctor_report(refresh: bool = False, recheck: bool | None = None) -> dict[st
     for row in variants.to_dict("records"):
         if row["kind"] == "gvisor":  # the switches the variant runs with, its build's defaults filled in
             described[row["runtime"]]["switches"] = {c: row[c] for c in switch_columns}
-    return {"engine": engine, "runtimes": described, "host": host_facts(), "virtualisation": kvm_facts()}
+    return {"engine": engine, "runtimes": described, "host": host, "virtualisation": kvm}
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--refresh", "--recheck", "refresh", is_flag=True,
               help="Smoke-test every runtime again instead of using cached results (--recheck: the old name).")
-def doctor(as_json: bool, refresh: bool) -> None:
+@click.option("--engine", "engine_name", metavar="URL|CONTEXT", help=ENGINE_HELP)
+def doctor(as_json: bool, refresh: bool, engine_name: str | None = None) -> None:
     """What this host can measure: engine, every runtime (available or why not), host facts.
 
     A runtime is available once a trivial container under it started and exited in time (native:
     node -e 0); verdicts are cached per binary version and flags until --refresh.
     """
-    report = doctor_report(refresh)
+    try:
+        report = doctor_report(refresh, engine_name=engine_name)
+    except ShlibError as exc:
+        _fail(exc)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
     engine = report["engine"]
     if engine["reachable"]:
-        click.echo(f"engine: Docker {engine['docker_version']} (containerd {engine['containerd_version']}, "
-                   f"{engine['storage_driver']}, cgroup v{engine['cgroup_version']})")
+        click.echo(f"engine {engine['label']!r} at {engine['url']}: {engine['kind'].capitalize()} "
+                   f"{engine['version']} on {engine['name']} (id {engine['id']}; containerd "
+                   f"{engine['containerd_version']}, {engine['storage_driver']}, cgroup v{engine['cgroup_version']})")
+        click.echo(f"  native: {engine['native']}")
     else:
         click.echo(f"engine: NOT reachable: {engine['error']}")
     click.echo("runtimes:")
@@ -88,10 +118,18 @@ def doctor(as_json: bool, refresh: bool) -> None:
             if rt["hint"]:
                 click.echo(f"       to install: {rt['hint']}")
     host = report["host"]
-    click.echo(f"host: {host['cpu_model']}, {host['cpu_count']} cores, "
-               f"{(host['mem_total_bytes'] or 0) / 2**30:.1f} GiB, kernel {host['kernel']}, "
-               f"cgroups {host['cgroup_layout']}")
+    whose = "" if engine.get("local", True) else " (the engine's)"
+    click.echo(f"host{whose}: "
+               f"{host.get('cpu_model')}, {host.get('cpu_count')} cores, "
+               f"{(host.get('mem_total_bytes') or 0) / 2**30:.1f} GiB, kernel {host.get('kernel')}, "
+               f"cgroups {host.get('cgroup_layout')}")
+    if host.get("facts_error"):
+        click.echo(f"  {host['facts_error']}")
     kvm = report["virtualisation"]
+    if not kvm.get("kind") or not engine.get("local", True):
+        click.echo(f"virtualisation: /dev/kvm {'present' if kvm.get('dev_kvm') else 'absent'} in a container on the "
+                   "engine's host (PVM detection needs shlib on that host)")
+        return
     flags = ", ".join(kvm["hw_virt_flags"]) or "no vmx/svm"
     click.echo(f"virtualisation: /dev/kvm {'present' if kvm['dev_kvm'] else 'absent'}, {kvm['kind']} ({flags}"
                f"{', kvm_pvm module' if kvm['kvm_pvm_module'] else ''})")
@@ -108,7 +146,11 @@ def doctor(as_json: bool, refresh: bool) -> None:
               help="Module set name or comma-separated module specs (npm, or py:NAME==VERSION) for the libraries.")
 @click.option("--python/--no-python", "python_setup", default=True, show_default=True,
               help="Also prepare Python: the quick preset's py: modules (pip wheels), the Python image and volume.")
-def setup(host_setup: bool, nodes: tuple[str, ...], modules: str, python_setup: bool) -> None:
+@click.option("--podman", "podman_setup", is_flag=True,
+              help="Also run scripts/setup-podman.sh (as root): podman, its runtimes, its API service.")
+@click.option("--engine", "engine_name", metavar="URL|CONTEXT", help=ENGINE_HELP)
+def setup(host_setup: bool, nodes: tuple[str, ...], modules: str, python_setup: bool = True,
+          podman_setup: bool = False, engine_name: str | None = None) -> None:
     """Build the Node image(s) and the shared-library volume (and optionally the host)."""
     from shlib.collect.engine import connect
     from shlib.collect.image import ensure_image
@@ -122,8 +164,11 @@ def setup(host_setup: bool, nodes: tuple[str, ...], modules: str, python_setup: 
         if host_setup:
             script = Path(__file__).resolve().parent.parent / "scripts" / "setup-host.sh"
             subprocess.run(["bash", str(script)], check=True)
+        if podman_setup:
+            script = Path(__file__).resolve().parent.parent / "scripts" / "setup-podman.sh"
+            subprocess.run(["bash", str(script)], check=True)
         spec = make_spec({"node": list(nodes), "modules": modules if "," not in modules else modules.split(",")})
-        client = connect()
+        client = connect(engine=engine_name)
         images = [ensure_image(client, source) for source in spec.node]
         for image in images:
             click.echo(f"image {image.tag} ({image.node_version}, {image.image_id[:19]})")
@@ -157,8 +202,9 @@ def setup(host_setup: bool, nodes: tuple[str, ...], modules: str, python_setup: 
                    "sets target_rel_halfwidth.")
 @click.option("--max-repetitions", type=int, metavar="N",
               help="Adaptive mode: at most N repetitions of a cell (sets repetitions, the maximum).")
+@click.option("--engine", "engine_name", metavar="URL|CONTEXT", help=ENGINE_HELP)
 def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool, overrides: tuple[str, ...],
-        target_ci: float | None = None, max_repetitions: int | None = None) -> None:
+        target_ci: float | None = None, max_repetitions: int | None = None, engine_name: str | None = None) -> None:
     """Collect: run an experiment from SPEC_FILE or --preset into a results directory."""
     import yaml
 
@@ -181,7 +227,14 @@ def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool
             extra["target_rel_halfwidth"] = target_ci
         if max_repetitions is not None:
             extra["repetitions"] = max_repetitions
-        if resume and spec_file is None and preset is None:  # the run's own spec, unchanged
+        from shlib.results.store import CAMPAIGN_FILE
+
+        campaign_resume = resume and out is not None and (Path(out) / CAMPAIGN_FILE).exists()
+        if resume and spec_file is None and preset is None and campaign_resume:
+            from shlib.results.store import read_campaign
+
+            spec = make_spec(read_campaign(Path(out))["spec"])  # the campaign's own spec, unchanged
+        elif resume and spec_file is None and preset is None:  # the run's own spec, unchanged
             changes = [*(f"--set {o}" for o in overrides), *(["--target-ci"] if target_ci is not None else []),
                        *(["--max-repetitions"] if max_repetitions is not None else [])]
             if changes:
@@ -194,7 +247,20 @@ def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool
             spec = load_preset(preset, **extra)
         else:
             spec = make_spec({**load_spec(spec_file).as_dict(), **extra})
-        run_dir = run_experiment(spec, out, resume=resume)
+        if engine_name is not None:  # malformed or unreachable: refused before anything starts (no --out made)
+            from shlib.collect.engine import connect
+
+            connect(engine=engine_name).close()
+        if spec.engines and engine_name is None:
+            from shlib.collect.campaign import run_campaign
+            from shlib.results.store import read_campaign
+
+            run_dir = run_campaign(spec, out, resume=resume)
+            for entry in read_campaign(run_dir)["engines"]:
+                click.echo(f"engine {entry['label']}: {entry['status']}" + (f" ({entry['error']})"[:300]
+                                                                             if entry["error"] else ""))
+        else:  # one engine: --engine, else the default (a spec's engines list is a campaign's)
+            run_dir = run_experiment(spec.model_copy(update={"engines": None}), out, resume=resume, engine=engine_name)
     except Interrupted as exc:
         _fail(exc, 130)
     except ShlibError as exc:
@@ -203,16 +269,23 @@ def run(spec_file: str | None, preset: str | None, out: str | None, resume: bool
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), help="Where tables and figures go (default RUN_DIR/analysis).")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Where tables and figures go (default RUN_DIR/analysis; required for several directories).")
 @click.option("--baseline", default=DEFAULT_BASELINE, show_default=True, help="Runtime every other is compared with.")
 @click.option("--seed", default=DEFAULT_SEED, show_default=True, help="Bootstrap seed.")
-def analyze(run_dir: str, out: str | None, baseline: str, seed: int) -> None:
-    """Summary and ratio tables (CSV) and figures from a results directory."""
+def analyze(run_dirs: tuple[str, ...], out: str | None, baseline: str, seed: int) -> None:
+    """Summary and ratio tables (CSV) and figures from a results directory.
+
+    Several directories (or a campaign directory) are merged: engine as a factor, ratios within each
+    engine, an engine x runtime table (engines.csv) and figure.
+    """
     from shlib.present.export import analyze_run
 
     try:
-        result = analyze_run(Path(run_dir), Path(out) if out else None, baseline=baseline, seed=seed)
+        given = [Path(d) for d in run_dirs]
+        result = analyze_run(given if len(given) > 1 else given[0], Path(out) if out else None, baseline=baseline,
+                             seed=seed)
     except ShlibError as exc:
         _fail(exc)
     for line in result.headline_lines:
@@ -238,13 +311,14 @@ def report(run_dir: str, out: str | None, baseline: str) -> None:
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="List what would be removed.")
 @click.option("--keep-images", is_flag=True, help="Keep images (they take a moment to rebuild).")
-def clean(dry_run: bool, keep_images: bool) -> None:
+@click.option("--engine", "engine_name", metavar="URL|CONTEXT", help=ENGINE_HELP)
+def clean(dry_run: bool, keep_images: bool, engine_name: str | None = None) -> None:
     """Remove every container, volume and image shlib made (found by label), nothing else."""
     from shlib.collect.cleanup import clean_all
     from shlib.collect.engine import connect
 
     try:
-        removed = clean_all(connect(), dry_run=dry_run, images=not keep_images)
+        removed = clean_all(connect(engine=engine_name), dry_run=dry_run, images=not keep_images)
     except ShlibError as exc:
         _fail(exc)
     verb = "would remove" if dry_run else "removed"

@@ -7,8 +7,9 @@ the engine and each probe do (``Script``, given per container in order of creati
 Each started container runs a fake probe in a thread on one end of a socketpair; the harness
 holds the other end as the attached stream. The probe speaks the real protocol: it writes
 docker's multiplexed frames (8-byte header ``>BxxxL``, stream 1 = stdout) with ``ready``, reads
-the ``go <epoch ms>`` line, then puts its JSON line (the shape of probes/load.js) in its logs and
-exits 0.
+the ``go <epoch ms>`` line, then sends its JSON line (the shape of probes/load.js) and puts it in
+its logs; with ``hold`` in its argument it then waits for the ``exit`` line (or the end of its
+stdin) and exits 0.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import requests.exceptions
 
 #: What a scripted probe does. normal: ready, go, result, exit 0. crash: exits 1 with ``stderr``
 #: before ready. never_ready: hangs before ready. hang: ready, go, then hangs. oom: ready, go,
-#: then killed by the memory limit (exit 137, OOMKilled).
-BEHAVIOURS = ("normal", "crash", "never_ready", "hang", "oom")
+#: then killed by the memory limit (exit 137, OOMKilled). deaf: reports, then never exits (ignores 'exit').
+BEHAVIOURS = ("normal", "crash", "never_ready", "hang", "oom", "deaf")
 
 
 @dataclass
@@ -78,9 +79,10 @@ class FakeContainer:
         }
         self.stdout, self.stderr = b"", b""
         self.removed = False
-        #: time.monotonic() when the probe printed ready / read go (None: it did not).
+        #: time.monotonic() when the probe printed ready / read go / read exit (None: it did not).
         self.ready_at: float | None = None
         self.go_at: float | None = None
+        self.exit_at: float | None = None
         self.calls: list[str] = []
         self._killed = threading.Event()
         self._exited = threading.Event()
@@ -155,13 +157,25 @@ class FakeContainer:
         if behaviour == "oom":
             self.attrs["State"]["OOMKilled"] = True
             return self._exit(137)
-        self.stdout = b"ready\n" + json.dumps(self._payload(go)).encode() + b"\n"
+        line = json.dumps(self._payload(go)).encode() + b"\n"
+        self.stdout = b"ready\n" + line
+        self._send(frame(line))
+        if behaviour == "deaf":
+            self._killed.wait()
+            return self._exit(137)
+        if json.loads(self.kwargs["command"][-1]).get("hold"):
+            said = self._read_line()
+            self.exit_at = time.monotonic() if said is not None else None
+            if said is None or self._killed.is_set():
+                return self._exit(137)
         self._exit(0)
 
     def _payload(self, go: str) -> dict[str, Any]:
         modules = json.loads(self.kwargs["command"][-1])["modules"]
-        return {"probe": "load", "node": "v20.11.1", "boot_ms": 31.5, "ready_wall_ms": time.time() * 1e3,
-                "go_wall_ms": float(go.split()[1]), "rss_bytes": 48 * 2**20,
+        now = time.time() * 1e3
+        return {"probe": "load", "node": "v20.11.1", "boot_ms": 31.5, "ready_wall_ms": now,
+                "process_start_wall_ms": now - 40.0, "go_recv_wall_ms": now, "go_wall_ms": float(go.split()[1]),
+                "loaded_wall_ms": time.time() * 1e3, "proc_cpu_ms": 10.0, "rss_bytes": 48 * 2**20,
                 "results": [{"module": m, "version": "1.0.0", "kind": "cjs", "ok": True, "error": None,
                              "load_ms": 12.5, "files": 3} for m in modules]}
 

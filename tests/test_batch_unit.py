@@ -47,7 +47,7 @@ def test_create_kwargs_are_the_locked_down_probe_container():
     assert kwargs == {
         "image": "shlib-node:20",
         "command": ["node", "/opt/shlib/load.js",
-                    json.dumps({"lib": "/shlib/lib", "modules": ["lodash"], "barrier": True})],
+                    json.dumps({"lib": "/shlib/lib", "modules": ["lodash"], "barrier": True, "hold": True})],
         "runtime": "runsc-test",
         "network_mode": "none",
         "user": "1000:1000",

@@ -54,7 +54,9 @@ def test_quick_suite_produces_the_table(client, tmp_path):
             assert ("3 throughput", f"trials/s at concurrency {conc}", runtime) in measures
     sections = {r["section"] for r in rows}
     assert sections == {"1 orchestration", "2 fidelity", "3 throughput", "4 time to answer", "5 analysis",
-                        "6 start-up"}
+                        "6 start-up", "7 hold"}
+    for runtime in RUNTIMES:
+        assert ("7 hold", "load_ms ratio hold on / hold off", runtime) in measures
     startup = {r["measure"]: r for r in rows if r["section"] == "6 start-up"}
     for measure in ("start-up to first container create, shlib run (ms)",
                     "start-up to first container create, docker run (ms)", "start-up ratio shlib run / docker run"):

@@ -24,7 +24,8 @@ from shlib.paths import repo_root
 from shlib.present import notebooks
 
 DATASET = repo_root() / "data" / "runs" / "quick"
-EXPECTED = ["00-environment", "01-collect", "02-analysis", "03-concurrency", "04-gvisor-generations"]
+EXPECTED = ["00-environment", "01-collect", "02-analysis", "03-concurrency", "04-gvisor-generations",
+            "05-where-the-time-goes", "06-across-engines"]
 ANALYSIS = list(notebooks.ANALYSIS_NOTEBOOKS)
 RESAMPLES = 200
 #: A subset of the dataset's runtimes that still holds two gVisor builds and two platforms of one build.
@@ -271,6 +272,17 @@ def test_gvisor_notebook_separates_build_and_platform(analysed):
     assert "build 20221219 -> 20240729" in output_of(nb, "reading", "text/markdown")
     assert output_of(nb, "switch-table", "text/html")  # the switch section runs (empty without switch variants)
     assert "switch" in output_of(nb, "switch-reading", "text/markdown").lower()
+
+
+def test_time_notebook_says_what_older_results_lack_and_shows_what_they_have(analysed):
+    nb, figures = analysed["05-where-the-time-goes"]
+    reading = output_of(nb, "timeline-reading", "text/markdown")
+    assert "These results lack" in reading and "`create_ms`" in reading and "`cpu_ms`" in reading
+    assert "boot_ms" in output_of(nb, "phase-table", "text/html")  # the quick dataset has boot and load
+    assert "No CPU ratios" in output_of(nb, "cpu-reading", "text/markdown")
+    assert "c=4" in output_of(nb, "ratio-table", "text/html")  # wall ratios by concurrency still shown
+    assert "No cost model" in output_of(nb, "cost-reading", "text/markdown")
+    assert {p.stem for p in figures.glob("*.png")} == {"phases", "cpu_vs_wall", "cost_model_lomo"}
 
 
 @pytest.fixture(scope="module")

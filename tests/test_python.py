@@ -135,8 +135,8 @@ def test_the_python_probe_reports_each_import_and_the_protocol_fields(fx_pylibra
     assert ok["ok"] and ok["load_ms"] > 0 and ok["files"] == 2  # the package and its subpackage
     assert not bad["ok"] and bad["error"] == "RuntimeError: shlib-fx-pyraises fails on import"
     assert missing["error"].startswith("ModuleNotFoundError")
-    for key in ("boot_ms", "ready_wall_ms", "go_wall_ms", "loaded_wall_ms", "process_start_wall_ms", "proc_cpu_ms",
-                "rss_bytes"):
+    for key in ("boot_ms", "ready_wall_ms", "go_recv_wall_ms", "go_wall_ms", "loaded_wall_ms", "process_start_wall_ms",
+                "proc_cpu_ms", "rss_bytes"):
         assert isinstance(out[key], (int, float)), key
     assert out["process_start_wall_ms"] <= out["ready_wall_ms"] <= out["go_wall_ms"] <= out["loaded_wall_ms"]
     assert 0 < out["boot_ms"] < 5000 and out["rss_bytes"] > 1e6

@@ -21,6 +21,7 @@ FIGURES = {
     "02-analysis": {"load_times", "ratios", "distributions"},
     "03-concurrency": {"scaling"},
     "04-gvisor-generations": {"gvisor_vs_baseline", "gvisor_contrasts"},
+    "06-across-engines": {"across_engines"},
 }
 
 

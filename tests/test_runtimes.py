@@ -381,9 +381,9 @@ def test_smoke_container_verdicts_reap_remove_and_close(monkeypatch, start_hangs
     FakeAPI.instances.clear()
     monkeypatch.setattr(runtimes, "smoke_image", lambda client: ("shlib-smoke:exit0", ["/true"]))
     monkeypatch.setattr(runtimes.docker, "APIClient",
-                        lambda base_url, timeout: FakeAPI(base_url, timeout, start_hangs=start_hangs, code=code))
+                        lambda base_url, timeout, **kw: FakeAPI(base_url, timeout, start_hangs=start_hangs, code=code))
     monkeypatch.setattr(runtimes, "reap_runtime", reaped.append)
-    assert runtimes.smoke_container(object(), "r", timeout_s=3) == expected  # type: ignore[arg-type]
+    assert runtimes.smoke_container(FakeClient({}), "r", timeout_s=3) == expected  # type: ignore[arg-type]
     api = FakeAPI.instances[0]
     assert api.removed == ["c" * 64] and api.closed  # no container and no connection left behind
     assert reaped == (["c" * 64] if start_hangs else [])

@@ -26,7 +26,7 @@ from shlib.analysis.bootstrap import (
     welch_df,
 )
 from shlib.analysis.defaults import CONFIDENCE, DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT_SEED
-from shlib.analysis.frames import FACTORS, cell_keys, ensure_prepared
+from shlib.analysis.frames import FACTORS, cell_keys, ensure_prepared, with_metric
 from shlib.errors import AnalysisError
 
 STATISTICS = ("median", "gmean")
@@ -34,7 +34,7 @@ STATISTICS = ("median", "gmean")
 
 def ratios(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int = DEFAULT_SEED,
            n_resamples: int = DEFAULT_RESAMPLES, confidence: float = CONFIDENCE,
-           deadline_ms: float | None = None) -> pd.DataFrame:
+           deadline_ms: float | None = None, metric: str = "load_ms") -> pd.DataFrame:
     """Ratio of each runtime to ``baseline`` per cell, with a seeded cluster-bootstrap interval.
 
     Two statistics per cell (tidy: one row each): ``median`` (ratio of medians) and ``gmean``
@@ -50,15 +50,17 @@ def ratios(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int = DEFAU
     timeout; +inf when unknown, which can leave an interval unbounded above) and ``n_censored`` counts
     them; the geometric mean, which censored values would bias, is then not given. From half on the
     median itself is censored and the row has no ratio, saying why. Other failures are excluded.
+    ``metric``: the measurement to ratio (``frames.METRICS``: load_ms, cpu_ms, proc_cpu_ms, ...); trials
+    without it are left out (``frames.with_metric``). Timeouts are censored only for load_ms.
     Raises AnalysisError when the baseline is absent (naming the runtimes present).
     """
     return ratios_against(df, [baseline], seed=seed, n_resamples=n_resamples, confidence=confidence,
-                          deadline_ms=deadline_ms)
+                          deadline_ms=deadline_ms, metric=metric)
 
 
 def ratios_against(df: pd.DataFrame, baselines: Sequence[str], seed: int = DEFAULT_SEED,
                    n_resamples: int = DEFAULT_RESAMPLES, confidence: float = CONFIDENCE,
-                   deadline_ms: float | None = None) -> pd.DataFrame:
+                   deadline_ms: float | None = None, metric: str = "load_ms") -> pd.DataFrame:
     """``ratios`` for several baselines in one table; each runtime's resamples are drawn once and shared.
 
     A runtime's draws depend only on (seed, cell, runtime), so every interval is the one ``ratios``
@@ -66,10 +68,15 @@ def ratios_against(df: pd.DataFrame, baselines: Sequence[str], seed: int = DEFAU
     """
     if n_resamples < 100:
         raise AnalysisError(f"n_resamples={n_resamples} is too few for a 95% interval; use at least 1000")
-    work = ensure_prepared(df)
+    work = with_metric(ensure_prepared(df), metric)
+    if metric != "load_ms":
+        deadline_ms = None  # a timeout censors the load time, not the CPU spent or a phase
     present = sorted(work["runtime"].unique())
     for baseline in baselines:
         if baseline not in present:
+            if metric != "load_ms":
+                raise AnalysisError(f"baseline runtime {baseline!r} has no {metric} values in the results; runtimes "
+                                    f"with them: {', '.join(present) or 'none'}")
             raise AnalysisError(f"baseline runtime {baseline!r} is not in the results; runtimes present: "
                                 f"{', '.join(present)}. Pass one of them as baseline")
     keys = cell_keys(work)
@@ -88,6 +95,7 @@ def ratios_against(df: pd.DataFrame, baselines: Sequence[str], seed: int = DEFAU
         for runtime, rows in cell.groupby("runtime", sort=True):
             ok = rows["ok"].to_numpy()
             info = _failures(rows)
+            info.censored = info.censored and metric == "load_ms"
             failures[key][runtime] = info
             values, clusters = rows["load_ms"].to_numpy()[ok], rows["cluster"].to_numpy()[ok]
             if info.censored:

@@ -64,13 +64,13 @@ def load_reference(path: str | Path | None = None) -> pd.DataFrame:
 
 
 COLUMNS = ["claim_id", "claim", "numerator_kind", "denominator_kind", "runtime", "baseline", "statistic",
-           "ratio_statistic", "claimed_value", "claimed_low", "claimed_high", "estimate", "ci_low", "ci_high",
+           "ratio_statistic", "claimed_value", "claimed_low", "claimed_high", "engine", "estimate", "ci_low", "ci_high",
            "ci_method", "n_cells", "n_cells_set_aside", "mount_fallback", "cell_of_estimate", "deciding_cell",
            "verdict", "reason", "gmean_concurrency", "gmean_ratio", "gmean_ci_low", "gmean_ci_high", "note"]
 
 
 def replication(ratio_table: pd.DataFrame, reference: pd.DataFrame | str | Path | None = None,
-                statistic: str = "median", cores: int | None = None,
+                statistic: str = "median", cores: int | dict[str, int | None] | None = None,
                 confidence: float = CONFIDENCE) -> pd.DataFrame:
     """Each claim of the reference study beside this run's simultaneous interval and a verdict (module doc).
 
@@ -78,7 +78,9 @@ def replication(ratio_table: pd.DataFrame, reference: pd.DataFrame | str | Path 
     Node cells are judged (``language`` node, when the column is there: the study measured Node.js).
     Runtimes are matched by kind; each gVisor variant (and each denominator runtime of the claimed kind)
     is judged separately. ``cores``: the host's core count; cells with more loads at once than cores
-    are set aside (and counted) unless every cell is.
+    are set aside (and counted) unless every cell is; for merged runs a dict {engine: cores}.
+    With several engines (an ``engine`` column), each engine gets its own verdict: a claim is
+    replicated, or not, on one machine and engine at a time.
     Columns: see ``COLUMNS``; ``reason`` is the verdict's one-line reason, ``note`` what else was done.
     """
     ref = reference if isinstance(reference, pd.DataFrame) else load_reference(reference)
@@ -114,9 +116,12 @@ def replication(ratio_table: pd.DataFrame, reference: pd.DataFrame | str | Path 
                             "reason": f"no ratio of {claim['numerator_kind']} to {claim['denominator_kind']} in the "
                                       "ratio table (compute ratios with that baseline)"})
             continue
-        for (runtime, baseline), rows in pairs.groupby(["runtime", "baseline"], sort=True, observed=True):
-            records.append({**base, "runtime": runtime, "baseline": baseline,
-                            **judge(claim, rows, cores=cores, confidence=confidence)})
+        by = ["runtime", "baseline", *(["engine"] if "engine" in pairs.columns else [])]
+        for key, rows in pairs.groupby(by, sort=True, observed=True):
+            runtime, baseline, engine = (*key, None)[:3]
+            engine_cores = cores.get(str(engine)) if isinstance(cores, dict) else cores
+            records.append({**base, "runtime": runtime, "baseline": baseline, "engine": engine,
+                            **judge(claim, rows, cores=engine_cores, confidence=confidence)})
     return pd.DataFrame.from_records(records, columns=COLUMNS)
 
 

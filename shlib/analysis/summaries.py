@@ -10,7 +10,7 @@ from scipy import stats
 
 from shlib.analysis.bootstrap import FEW_CLUSTERS, interval, jackknife, make_group, resample, stream_rng
 from shlib.analysis.defaults import CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
-from shlib.analysis.frames import cell_keys, ensure_prepared
+from shlib.analysis.frames import cell_keys, ensure_prepared, with_metric
 
 
 def _failure_text(statuses: pd.Series) -> str:
@@ -19,7 +19,7 @@ def _failure_text(statuses: pd.Series) -> str:
 
 
 def summarize(df: pd.DataFrame, seed: int = DEFAULT_SEED, n_resamples: int = DEFAULT_RESAMPLES,
-              confidence: float = CONFIDENCE) -> pd.DataFrame:
+              confidence: float = CONFIDENCE, metric: str = "load_ms") -> pd.DataFrame:
     """Per cell and runtime: counts and load-time statistics (ms) over ok trials.
 
     median_ci_*_ms: batch-aware interval of the median, from the cluster bootstrap that resamples whole
@@ -30,8 +30,9 @@ def summarize(df: pd.DataFrame, seed: int = DEFAULT_SEED, n_resamples: int = DEF
     Columns: runtime, runtime_kind, module, concurrency, [factors with >1 level], n, n_failed,
     failed_by_status, n_batches, median_ms, median_ci_low_ms, median_ci_high_ms, median_ci_method, q1_ms,
     q3_ms, mean_ms, sd_ms, cv, p95_ms, min_ms, max_ms, note.
+    ``metric``: another measurement in place of load_ms (``frames.METRICS``: a timeline phase, cpu_ms).
     """
-    work = ensure_prepared(df)
+    work = with_metric(ensure_prepared(df), metric)
     keys = ["runtime", "runtime_kind", *cell_keys(work)]
     grouped = work.groupby(keys, sort=True, observed=True)
     n_ok = grouped["ok"].sum().astype("int64")

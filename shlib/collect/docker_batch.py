@@ -26,9 +26,20 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from shlib.collect.engine import LABEL
+from shlib.collect.cgroup import Cgroup, find_cgroup
+from shlib.collect.engine import LABEL, client_for_runtime, oci_runtime
 from shlib.collect.image import PROBE_PATH, PROBE_USER
-from shlib.collect.probe import Outcome, _Frames, go_message, parse_payload, probe_argument, wait_ready
+from shlib.collect.probe import (
+    EXIT_MESSAGE,
+    Outcome,
+    _Frames,
+    go_message,
+    now_ms,
+    parse_payload,
+    probe_argument,
+    wait_payload,
+    wait_ready,
+)
 from shlib.errors import EngineUnavailable
 
 #: Extra seconds the start phase allows per container of the batch (creating 64 sandboxes
@@ -106,8 +117,13 @@ class ContainerBatch:
     """Runs batches of probe containers under one engine."""
 
     def __init__(self, client: docker.DockerClient, timeout_s: float, memory_mb: int = 1024,
-                 pids_limit: int = 512, labels: dict[str, str] | None = None):
+                 pids_limit: int = 512, labels: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
+                 hold: bool = True):
         self.client = client
+        #: Arguments an engine needs beyond the lock-down (``engine.container_quirks``: Podman's ulimits).
+        self.extra = dict(extra or {})
+        #: The probe holds after its JSON line until told to exit, so the cgroup is read while it exists.
+        self.hold = hold
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.pids_limit = pids_limit
@@ -121,10 +137,11 @@ class ContainerBatch:
         ``command``: the probe's command line when it is not the Node probe's (the Python probe's).
         """
         return dict(
-            image=image, command=command or ["node", PROBE_PATH, probe_argument(lib, modules)], runtime=runtime,
+            image=image, command=command or ["node", PROBE_PATH, probe_argument(lib, modules, self.hold)],
+            runtime=runtime,
             network_mode="none", user=PROBE_USER, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             read_only=True, pids_limit=self.pids_limit, mem_limit=f"{self.memory_mb}m",
-            stdin_open=True, tty=False, labels={**self.labels, **labels}, **mount,
+            stdin_open=True, tty=False, labels={**self.labels, **labels}, **mount, **self.extra,
         )
 
     def run(self, n: int, kwargs: dict[str, Any]) -> list[Outcome]:
@@ -134,11 +151,13 @@ class ContainerBatch:
         thread), every container of the batch is removed before this returns or raises.
         """
         outcomes = [Outcome(slot=i) for i in range(n)]
+        client = client_for_runtime(self.client, kwargs.get("runtime"))  # Podman: that runtime's own service
         containers: dict[int, Any] = {}
         sockets: dict[int, Any] = {}
         # docker-py's attach handle owns the HTTP response: once garbage-collected it closes the
         # socket under us (fd -1, seen with 64 containers), so the handles live as long as the batch.
         handles: dict[int, Any] = {}
+        cgroups: dict[int, Cgroup] = {}  # the containers' cgroups found on this host (none for a remote engine)
         # A label of this batch alone: the final sweep finds containers whose create call
         # returned too late to be recorded (an interrupt while the engine was creating them).
         token = uuid.uuid4().hex
@@ -155,14 +174,19 @@ class ContainerBatch:
                 if stopping.is_set():
                     out.fail("crashed", "not started: the batch was stopped")
                     return
-                out.t_create = time.monotonic()
+                out.t_create, out.h_create = time.monotonic(), now_ms()
                 try:
-                    c = self.client.containers.create(**kwargs)
+                    c = client.containers.create(**kwargs)
+                    out.h_created = now_ms()
                     containers[slot] = c
-                    sock = self.client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
+                    sock = client.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
                     handles[slot] = sock
                     sockets[slot] = getattr(sock, "_sock", sock)
+                    out.h_start = now_ms()
                     c.start()
+                    cgroup = find_cgroup(c.id)
+                    if cgroup is not None:
+                        cgroups[slot] = cgroup
                 except docker.errors.APIError as exc:
                     out.fail("start_failed", str(exc.explanation or exc))
                 except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
@@ -188,10 +212,15 @@ class ContainerBatch:
             live = {i: (sockets[i], _Frames()) for i in sockets if outcomes[i].status == "ok"}
             closed: set[int] = set()
             ready = wait_ready(live, time.monotonic() + self.timeout_s, closed)
+            for slot in ready:  # CPU so far, read before any probe is released (reads take microseconds)
+                outcomes[slot].h_ready = live[slot][1].h_ready
+                if slot in cgroups:
+                    outcomes[slot].cpu_before_ns = cgroups[slot].cpu_ns()
             go = go_message(len(ready))
             for slot in ready:  # the barrier: release every ready probe at once
                 outcomes[slot].ready = True
                 try:
+                    outcomes[slot].h_go = now_ms()
                     live[slot][0].sendall(go)
                 except OSError as exc:
                     outcomes[slot].fail("crashed", f"could not release the probe: {exc}")
@@ -205,9 +234,22 @@ class ContainerBatch:
             def finish(slot: int) -> None:
                 out, c = outcomes[slot], containers[slot]
                 if out.status == "ok":
+                    if slot in live and wait_payload(*live[slot], go_time + self.timeout_s):
+                        # The probe has reported and holds: its sandbox is still whole, read it now.
+                        out.h_payload = now_ms()
+                        if slot in cgroups:
+                            out.cpu_after_ns = cgroups[slot].cpu_ns()
+                            out.mem_peak_bytes = cgroups[slot].memory_peak_bytes()
+                    out.h_release = now_ms() if self.hold else out.h_payload
+                    if self.hold and slot in live:
+                        try:
+                            live[slot][0].sendall(EXIT_MESSAGE)
+                        except OSError:
+                            pass  # it has gone already: the wait below sees how
                     remaining = self.timeout_s - (time.monotonic() - go_time)
                     try:
                         result = c.wait(timeout=max(0.1, remaining))
+                        out.h_exit = now_ms()
                         out.exit_code = result.get("StatusCode")
                     except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
                         if _engine_gone(exc):
@@ -229,17 +271,17 @@ class ContainerBatch:
                         pass
                 # Creations in flight finish first (bounded), so that their containers are removed too.
                 wait_futures(futures, timeout=CLEANUP_S)
-                removals = [pool.submit(self._remove, c) for c in list(containers.values())]
+                removals = [pool.submit(self._remove_timed, c, outcomes[slot]) for slot, c in list(containers.items())]
                 wait_futures(removals, timeout=CLEANUP_S * 3)
-                self._sweep(token)
+                self._sweep(token, client)
                 pool.shutdown(wait=False, cancel_futures=True)
                 waiters.shutdown(wait=False, cancel_futures=True)
         return outcomes
 
-    def _sweep(self, token: str) -> None:
+    def _sweep(self, token: str, client: docker.DockerClient | None = None) -> None:
         """Remove any container of the batch still there (best effort: the engine may be gone)."""
         try:
-            left = self.client.containers.list(all=True, sparse=True,
+            left = (client or self.client).containers.list(all=True, sparse=True,
                                                filters={"label": f"shlib.batch_token={token}"})
         except Exception:
             return
@@ -263,6 +305,8 @@ class ContainerBatch:
             attrs = container.attrs
             state = attrs.get("State", {})
             out.engine_runtime = attrs.get("HostConfig", {}).get("Runtime")
+            if out.engine_runtime == "oci":  # Podman's compat answer: the runtime it really used is in libpod's
+                out.engine_runtime = oci_runtime(container.client, container.id) or out.engine_runtime
             out.created_at, out.started_at, out.finished_at = attrs.get("Created"), state.get("StartedAt"), \
                 state.get("FinishedAt")
             if out.exit_code is None and state.get("Status") == "exited":
@@ -276,6 +320,16 @@ class ContainerBatch:
                 out.fail("crashed", f"probe exited {out.exit_code} without a result: {stderr.strip()[-1500:]}")
         except docker.errors.APIError as exc:
             out.fail("crashed", f"could not read the container's record: {exc}")
+
+    def _remove_timed(self, container: Any, out: Outcome) -> None:
+        """Remove a container, stamping the call (teardown_ms: the engine's removal of the exited container).
+
+        A batch's containers are removed together once all have exited, so no teardown overlaps a load.
+        """
+        began = now_ms()
+        self._remove(container)
+        if out.h_exit is not None:
+            out.h_remove, out.h_removed = began, now_ms()
 
     def _remove(self, container: Any) -> None:
         """Remove a container; reap its runtime first when the engine cannot kill it."""

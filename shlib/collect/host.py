@@ -130,3 +130,49 @@ def kvm_facts(root: Path | None = None) -> dict[str, Any]:
         kind, problem, summary = ("hardware" if hw else "unknown"), "", ""
     return {"dev_kvm": dev, "kvm_pvm_module": pvm, "hw_virt_flags": hw, "hypervisor_flag": "hypervisor" in flags,
             "kind": kind, "problem": problem, "summary": summary}
+
+
+#: Run by Node in a container of the probe image on a remote engine: the facts ``host_facts`` reads here.
+_FACTS_JS = r"""
+const fs = require('fs'), os = require('os');
+const read = (p) => { try { return fs.readFileSync(p, 'utf8'); } catch (e) { return ''; } };
+const model = (read('/proc/cpuinfo').match(/^model name\s*:\s*(.*)$/m) || [])[1] || null;
+const mem = (read('/proc/meminfo').match(/^MemTotal:\s*(\d+)/m) || [])[1];
+const layout = fs.existsSync('/sys/fs/cgroup/cgroup.controllers') ? 'v2'
+  : fs.existsSync('/sys/fs/cgroup/unified') ? 'hybrid' : 'v1';
+const flags = ((read('/proc/cpuinfo').match(/^flags\s*:\s*(.*)$/m) || [])[1] || '').split(' ');
+console.log(JSON.stringify({cpu_model: model, cpu_count: os.cpus().length, mem_total_bytes: mem ? mem * 1024 : null,
+  kernel: os.release(), cgroup_layout: layout, hw_virt_flags: flags.filter(f => f === 'vmx' || f === 'svm'),
+  dev_kvm: fs.existsSync('/dev/kvm')}));
+"""
+
+
+def engine_host_facts(client: Any, image: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Facts of the engine's host, for an engine on another machine (this machine's /proc is not its host's).
+
+    From the engine's info (name, kernel, OS, cores, memory) and one small container of ``image``
+    under the engine's default runtime (CPU model, cgroup layout, what /proc and /sys show there).
+    ``extra``: more ``containers.run`` arguments (an engine's quirks). A failed container leaves
+    the info's facts and says why in ``facts_error``.
+    """
+    import json
+
+    info = client.info()
+    facts: dict[str, Any] = {
+        "hostname": info.get("Name"), "kernel": info.get("KernelVersion"), "os": info.get("OperatingSystem"),
+        "cpu_model": None, "cpu_count": info.get("NCPU"), "mem_total_bytes": info.get("MemTotal"),
+        "cgroup_layout": {"1": "v1", "2": "v2"}.get(str(info.get("CgroupVersion")), None),
+        "kvm": None, "python": None, "host_node": None, "source": "engine",
+    }
+    try:
+        out = client.containers.run(image, ["node", "-e", _FACTS_JS], remove=True, network_mode="none",
+                                    labels={"shlib.managed": "true", "shlib.facts": "true"}, **(extra or {}))
+        seen = json.loads(out.decode().strip().splitlines()[-1])
+    except Exception as exc:  # the facts are provenance: a failure is recorded, never fatal
+        facts["facts_error"] = f"the fact-finding container failed: {exc}"[:500]
+        return facts
+    facts["cpu_model"] = seen.get("cpu_model")
+    facts["cgroup_layout"] = facts["cgroup_layout"] or seen.get("cgroup_layout")  # the engine knows best
+    facts["kvm"] = bool(seen.get("dev_kvm"))
+    facts["container_view"] = seen
+    return facts

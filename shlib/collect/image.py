@@ -154,8 +154,8 @@ def ensure_image(client: docker.DockerClient, source: str = "host") -> NodeImage
     if image is None:
         changes = [f"LABEL {LABEL}=true", f"LABEL shlib.node_version={version}", "ENV PATH=/usr/local/bin",
                    "WORKDIR /tmp"]
-        repo, tag_name = tag.split(":")
-        client.api.import_image_from_data(rootfs_tar(binary), repository=repo, tag=tag_name, changes=changes)
+        # the tag inside ``repository``: Podman's API (4.3) ignores a separate tag argument; Docker takes both forms
+        client.api.import_image_from_data(rootfs_tar(binary), repository=tag, changes=changes)
         image = _find(client, tag)
         if image is None:
             raise ImageError(f"docker import did not produce {tag}")

@@ -1,4 +1,8 @@
-"""A batch of probe processes straight on the host (``native``: the floor, no container)."""
+"""A batch of probe processes straight on the host (``native``: the floor, no container).
+
+No container: no create or teardown phase and no cgroup of its own (cpu_ms and mem_peak_mb stay
+null; proc_cpu_ms comes from the probe). start_ms is the spawn: Popen until the process began.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,26 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shlib.collect.probe import Outcome, _Lines, go_message, parse_payload, probe_argument, wait_ready
+from shlib.collect.probe import (
+    EXIT_MESSAGE,
+    Outcome,
+    _Lines,
+    go_message,
+    now_ms,
+    parse_payload,
+    probe_argument,
+    wait_payloads,
+    wait_ready,
+)
 
 
 class NativeBatch:
     """Runs batches of probe processes directly on the host (the floor)."""
 
-    def __init__(self, node: str, probe: Path, timeout_s: float, flags: tuple[str, ...] = ()):
+    def __init__(self, node: str, probe: Path, timeout_s: float, hold: bool = True, flags: tuple[str, ...] = ()):
         """``node``: the interpreter (Node, or Python with its ``flags``) that runs ``probe``."""
         self.node = node
+        self.hold = hold
         self.probe = probe
         self.timeout_s = timeout_s
         self.flags = flags
@@ -31,7 +46,9 @@ class NativeBatch:
                 # engine's Created and StartedAt of a container).
                 outcomes[i].t_create = time.monotonic()
                 outcomes[i].created_at = _now_iso()
-                procs[i] = subprocess.Popen([self.node, *self.flags, str(self.probe), probe_argument(lib, modules)],
+                outcomes[i].h_create = outcomes[i].h_start = now_ms()
+                procs[i] = subprocess.Popen([self.node, *self.flags, str(self.probe),
+                                             probe_argument(lib, modules, self.hold)],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             start_new_session=True)
                 outcomes[i].started_at = _now_iso()
@@ -41,9 +58,21 @@ class NativeBatch:
             go = go_message(len(ready))
             for i in ready:
                 outcomes[i].ready = True
+                outcomes[i].h_ready = streams[i][1].h_ready
+                outcomes[i].h_go = now_ms()
                 procs[i].stdin.write(go)  # type: ignore[union-attr]
                 procs[i].stdin.flush()  # type: ignore[union-attr]
             go_time = time.monotonic()
+
+            def reported(i: int) -> None:  # as soon as a probe has reported, it is told to exit (hold)
+                outcomes[i].h_payload = outcomes[i].h_release = now_ms()
+                if self.hold:
+                    _tell_exit(procs[i])
+
+            wait_payloads({i: streams[i] for i in ready}, go_time + self.timeout_s, reported)
+            for i in ready:
+                if outcomes[i].h_payload is None and self.hold:
+                    _tell_exit(procs[i])
             for i, proc in procs.items():
                 out = outcomes[i]
                 # A probe whose output ended before 'ready' has exited: reported below as crashed with
@@ -58,6 +87,7 @@ class NativeBatch:
                     rest, err = proc.communicate()
                     out.fail("timeout", f"the probe did not finish within {self.timeout_s:.0f} s of go")
                 out.wall_ms = (time.monotonic() - out.t_create) * 1e3
+                out.h_exit = now_ms()
                 out.finished_at = _now_iso()
                 out.exit_code = proc.returncode
                 out.payload = parse_payload((streams[i][1].stdout + rest).decode(errors="replace"))
@@ -70,6 +100,15 @@ class NativeBatch:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
         return outcomes
+
+
+def _tell_exit(proc: subprocess.Popen[bytes]) -> None:
+    """Send the probe its 'exit' line (a probe gone already is seen by communicate())."""
+    try:
+        proc.stdin.write(EXIT_MESSAGE)  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+    except OSError:
+        pass
 
 
 def _now_iso() -> str:

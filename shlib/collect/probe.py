@@ -3,7 +3,13 @@
 Every probe prints ``ready`` once Node has booted and then blocks on stdin; when all probes of a
 batch are ready the harness sends ``go <epoch ms>`` to each (the barrier), so nothing of the
 harness runs inside the timed window and the processes load together. The probe answers with one
-JSON line. The harness blocks in select(), never busy-polls.
+JSON line. With ``hold`` (the default) the probe then waits for ``exit`` (or the end of its stdin):
+the harness reads the container's cgroup between the JSON line and ``exit``, while the sandbox
+still exists. The harness blocks in select(), never busy-polls.
+
+Clocks: the harness stamps its side with ``time.time()`` (epoch ms, ``h_*`` fields of Outcome);
+the probe stamps its side on its own clock (``*_wall_ms`` in the payload). The two meet in
+``shlib.collect.records.timeline``, which bounds their offset.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import selectors
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,14 +48,40 @@ class Outcome:
     #: The probe booted and said "ready": the runtime did its part, a later failure is the load's.
     ready: bool = False
     t_create: float = field(default=0.0, repr=False)
+    #: Harness wall-clock stamps (epoch ms): create call began/returned, start call began, "ready" seen,
+    #: go sent, the JSON line seen, 'exit' sent (hold; else the JSON line), the exit seen, the remove
+    #: call began and returned. None: did not happen.
+    h_create: float | None = None
+    h_created: float | None = None
+    h_start: float | None = None
+    h_ready: float | None = None
+    h_go: float | None = None
+    h_payload: float | None = None
+    h_release: float | None = None
+    h_exit: float | None = None
+    h_remove: float | None = None
+    h_removed: float | None = None
+    #: The container's cgroup CPU (ns) just before go and once the JSON line arrived; its peak memory.
+    cpu_before_ns: int | None = None
+    cpu_after_ns: int | None = None
+    mem_peak_bytes: int | None = None
 
     def fail(self, status: str, error: str) -> None:
         if self.status == "ok":
             self.status, self.error = status, error[-4000:]
 
 
-def probe_argument(lib: str, modules: tuple[str, ...] | list[str]) -> str:
-    return json.dumps({"lib": lib, "modules": list(modules), "barrier": True})
+def probe_argument(lib: str, modules: tuple[str, ...] | list[str], hold: bool = True) -> str:
+    """The probe's one argument. ``hold``: wait for ``exit`` after the JSON line (see module doc)."""
+    return json.dumps({"lib": lib, "modules": list(modules), "barrier": True, "hold": hold})
+
+
+def now_ms() -> float:
+    """The harness's wall clock, epoch ms (the clock the probe's ``*_wall_ms`` stamps are compared with)."""
+    return time.time() * 1e3
+
+
+EXIT_MESSAGE = b"exit\n"
 
 
 def go_lead_ms(n: int) -> float:
@@ -81,6 +114,7 @@ class _Frames:
     def __init__(self) -> None:
         self.buf = b""
         self.stdout = b""
+        self.h_ready: float | None = None  # harness wall clock (epoch ms) when 'ready' was seen
 
     def feed(self, data: bytes) -> None:
         self.buf += data
@@ -91,6 +125,58 @@ class _Frames:
             if stream == 1:
                 self.stdout += self.buf[8 : 8 + size]
             self.buf = self.buf[8 + size :]
+
+
+def has_payload(stdout: bytes) -> bool:
+    """Whether ``stdout`` holds the probe's complete JSON line (a line after 'ready' that ends)."""
+    head, sep, rest = stdout.partition(b"ready\n")
+    return any(line.lstrip().startswith(b"{") for line in (rest if sep else head).split(b"\n")[:-1])
+
+
+def wait_payload(stream: Any, parser: Any, deadline: float) -> bool:
+    """Block until ``stream`` (one probe's stdout) has given its JSON line; False when it ended or the
+    deadline (time.monotonic()) passed first. What it reads is fed to ``parser`` (see ``wait_ready``)."""
+    return bool(wait_payloads({0: (stream, parser)}, deadline))
+
+
+def wait_payloads(streams: dict[int, tuple[Any, Any]], deadline: float,
+                  on_payload: Callable[[int], None] | None = None) -> set[int]:
+    """Block until each stream has given its JSON line (or ended, or the deadline passed).
+
+    ``on_payload(slot)`` runs as soon as a slot's line is in, before the others are waited for (the
+    harness reads that probe's cgroup and tells it to exit). Returns the slots whose line came.
+    """
+    done: set[int] = set()
+
+    def arrived(slot: int) -> None:
+        done.add(slot)
+        if on_payload is not None:
+            on_payload(slot)
+
+    with selectors.DefaultSelector() as sel:
+        for slot, (stream, parser) in streams.items():
+            if has_payload(parser.stdout):
+                arrived(slot)
+            elif stream.fileno() >= 0:
+                sel.register(stream, selectors.EVENT_READ, (slot, parser))
+        while sel.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for key, _ in sel.select(timeout=remaining):
+                slot, parser = key.data
+                try:
+                    data = key.fileobj.recv(65536) if isinstance(key.fileobj, socket.socket) else os.read(
+                        key.fd, 65536)
+                except OSError:
+                    data = b""
+                if data:
+                    parser.feed(data)
+                if not data or has_payload(parser.stdout):
+                    sel.unregister(key.fileobj)
+                    if data:
+                        arrived(slot)
+    return done
 
 
 def wait_ready(streams: dict[int, tuple[Any, Any]], deadline: float, closed: set[int] | None = None) -> set[int]:
@@ -126,6 +212,8 @@ def wait_ready(streams: dict[int, tuple[Any, Any]], deadline: float, closed: set
                 parser.feed(data)
                 if b"ready\n" in parser.stdout:
                     ready.add(slot)
+                    if hasattr(parser, "h_ready"):
+                        parser.h_ready = now_ms()
                     sel.unregister(key.fileobj)
     return ready
 
@@ -133,6 +221,7 @@ def wait_ready(streams: dict[int, tuple[Any, Any]], deadline: float, closed: set
 class _Lines:
     def __init__(self) -> None:
         self.stdout = b""
+        self.h_ready: float | None = None
 
     def feed(self, data: bytes) -> None:
         self.stdout += data

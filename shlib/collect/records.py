@@ -1,4 +1,23 @@
-"""Outcomes of a batch as tidy rows: one per module load per process, with the columns of the schema."""
+"""Outcomes of a batch as tidy rows: one per module load per process, with the columns of the schema.
+
+The timeline of a trial, each phase from a stated clock (``timeline``):
+
+    create_ms      harness: the engine's create call (containers only)
+    start_ms       harness -> probe: the start call (native: the spawn) until the probe's process began
+                   (the probe's ``process_start_wall_ms``, its own clock)
+    boot_ms        probe: Node's start until the probe's script ran
+    load_ms        probe: the module's first load
+    teardown_ms    harness: from 'exit' sent until the engine saw the container exit (the process's exit
+                   and the sandbox's shutdown), plus the engine's removal of it (containers only; a
+                   batch's containers are removed together once all have exited, and the wait for
+                   the others is not counted)
+
+Two clocks meet in start_ms: the host's (the harness's ``time.time()``) and the probe's (the
+container's, which under gVisor is the sandbox's). ``clock_offset_ms`` bounds |probe - host| from
+causality: a message is seen after it is sent, so the offset lies between the latest of
+(probe's ready stamp - harness saw ready, probe's loaded stamp - harness saw the JSON line) and the
+earliest of (probe got go - harness sent go, probe's process start - harness's start call).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +25,7 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shlib.collect.cgroup import cpu_ms_between
 from shlib.collect.probe import Outcome
 from shlib.spec.modules import parse_ref
 from shlib.spec.plan import NATIVE, Batch
@@ -36,6 +56,7 @@ def rows_for(batch: Batch, outcomes: list[Outcome], run_id: str, prep: Prepared)
     for out in outcomes:
         payload = out.payload or {}
         results = {r["module"]: r for r in payload.get("results", [])}
+        phases = timeline(out)
         for position, spec_ in enumerate(cell.modules):
             name = parse_ref(spec_).name
             res = results.get(reported.get(name, name))
@@ -69,9 +90,79 @@ def rows_for(batch: Batch, outcomes: list[Outcome], run_id: str, prep: Prepared)
                 "language": language,
                 "interpreter_version": payload.get("node" if language == "node" else "python") or interpreter,
                 "engine": engine.get("label"), "engine_kind": "native" if native else engine.get("kind"),
-                "engine_host": engine.get("name"),
+                "engine_host": engine.get("name"), **phases,
             })
     return rows
+
+
+def _diff(later: Any, earlier: Any) -> float | None:
+    if isinstance(later, (int, float)) and isinstance(earlier, (int, float)):
+        return float(later) - float(earlier)
+    return None
+
+
+def _sum(*parts: float | None) -> float | None:
+    return None if any(p is None for p in parts) else float(sum(parts))  # type: ignore[arg-type]
+
+
+def clock_window_ms(out: Outcome) -> tuple[float | None, float | None]:
+    """(lowest, highest) possible offset of the probe's clock from the harness's (probe - host, ms).
+
+    Either end is None when no event bounds it (e.g. a probe that never reported).
+    """
+    p = out.payload or {}
+    lows = [d for d in (_diff(p.get("ready_wall_ms"), out.h_ready), _diff(p.get("loaded_wall_ms"), out.h_payload))
+            if d is not None]
+    highs = [d for d in (_diff(p.get("go_recv_wall_ms"), out.h_go), _diff(p.get("process_start_wall_ms"),
+                                                                            out.h_start)) if d is not None]
+    return (max(lows) if lows else None), (min(highs) if highs else None)
+
+
+def timeline(out: Outcome) -> dict[str, float | None]:
+    """The timeline and resource columns of one trial (see the module doc); None where a phase did not happen."""
+    p = out.payload or {}
+    low, high = clock_window_ms(out)
+    mem = out.mem_peak_bytes
+    proc_cpu = p.get("proc_cpu_ms")
+    return {
+        "create_ms": _diff(out.h_created, out.h_create),
+        "start_ms": _diff(p.get("process_start_wall_ms"), out.h_start),
+        "teardown_ms": _sum(_diff(out.h_exit, out.h_release), _diff(out.h_removed, out.h_remove)),
+        "clock_offset_ms": max(abs(low), abs(high)) if low is not None and high is not None else None,
+        "cpu_ms": cpu_ms_between(out.cpu_before_ns, out.cpu_after_ns),
+        "proc_cpu_ms": float(proc_cpu) if isinstance(proc_cpu, (int, float)) else None,
+        "mem_peak_mb": mem / 2**20 if mem is not None else None,
+    }
+
+
+def accounting_ms(out: Outcome) -> dict[str, float | None]:
+    """Where a trial's wall time went: the named phases, the harness's own waits, and what is left.
+
+    wall_ms (create call to exit seen) = create + attach + start + boot + barrier + load + report + exit
+    + residual: ``attach`` the harness attaching to the container between create and start (harness
+    clock); ``barrier`` ready until go (probe clock: waiting for the batch and the go lead); ``report``
+    loaded until 'exit' was sent (probe -> host: the JSON line, the cgroup read); ``exit`` until the
+    engine saw the container exit (the first part of teardown_ms); ``residual`` what no phase names (the
+    probe's own set-up after its boot stamp and its bookkeeping between modules). The two clock crossings
+    (start, report) cancel: the sum is offset-free.
+    """
+    p = out.payload or {}
+    tl = timeline(out)
+    loads = [r.get("load_ms") for r in p.get("results", [])]
+    parts = {
+        "create": tl["create_ms"] or 0.0,
+        "attach": _diff(out.h_start, out.h_created) or 0.0,
+        "start": tl["start_ms"],
+        "boot": p.get("boot_ms"),
+        "barrier": _diff(p.get("go_wall_ms"), p.get("ready_wall_ms")),
+        "load": float(sum(x for x in loads if isinstance(x, (int, float)))) if loads else None,
+        "report": _diff(out.h_release, p.get("loaded_wall_ms")),
+        "exit": _diff(out.h_exit, out.h_release),
+    }
+    wall = _diff(out.h_exit, out.h_create)
+    known = [v for v in parts.values() if v is not None]
+    residual = wall - sum(known) if wall is not None and len(known) == len(parts) else None
+    return {**parts, "wall": wall, "residual": residual}
 
 
 def skipped_rows(batch: Batch, run_id: str, prep: Prepared, reason: str) -> list[dict[str, Any]]:

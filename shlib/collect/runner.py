@@ -10,8 +10,10 @@ the plan without repeating a trial.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 from collections import defaultdict
@@ -27,9 +29,10 @@ import docker
 from tqdm.auto import tqdm
 
 import shlib
+from shlib.collect.cgroup import cgroup_layout
 from shlib.collect.docker_batch import ContainerBatch
-from shlib.collect.engine import connect, engine_facts
-from shlib.collect.host import host_facts
+from shlib.collect.engine import client_is_local, client_kind, connect, container_quirks, engine_facts
+from shlib.collect.host import engine_host_facts, host_facts, node_version
 from shlib.collect.image import NodeImage, ensure_image, wheel_node
 from shlib.collect.library import (
     Library,
@@ -51,6 +54,7 @@ from shlib.collect.pyimage import (
 from shlib.collect.pylibrary import install_python_library
 from shlib.collect.records import rows_for, skipped_rows
 from shlib.collect.runtimes import Runtime, catalog, select_runtimes
+from shlib.collect.syscalls import syscall_profiles
 from shlib.errors import EngineUnavailable, Interrupted, ResultsError, RuntimeUnavailable, SpecError
 from shlib.paths import runs_dir
 from shlib.results.metadata import RunMetadata, RunStatus
@@ -211,6 +215,8 @@ class Prepared:
     containers: ContainerBatch | None = None
     #: The engine's identity (``engine.engine_facts``); None for a native-only run.
     engine: dict[str, Any] | None = None
+    #: Each module's syscall profile (``syscalls.syscall_profiles``); None without strace.
+    syscalls: dict[str, Any] | None = None
 
 
 def library_key(language: str, source: str) -> str:
@@ -269,7 +275,9 @@ def prepare(spec: Spec, runtimes: dict[str, Runtime], client: docker.DockerClien
         if "volume" in spec.mount and node_sources:
             prep.volume = prep.volumes["node"] = ensure_volume(client, library, prep.images[spec.node[0]])
         prep.containers = ContainerBatch(client, spec.timeout_s, spec.memory_mb, spec.pids_limit,
-                                         labels={"shlib.run_id": run_id})
+                                         labels={"shlib.run_id": run_id}, extra=container_quirks(client_kind(client)))
+    # The syscall profile is Node's (the host's node under strace, loading the npm library).
+    prep.syscalls = module_syscalls(library, runtimes, spec.timeout_s) if "node" in libraries else None
     if NATIVE in names:
         for source in node_sources:
             if source == "host":
@@ -277,6 +285,35 @@ def prepare(spec: Spec, runtimes: dict[str, Runtime], client: docker.DockerClien
             elif source.startswith("wheel:"):
                 prep.native_nodes[source] = str(wheel_node(source.split(":", 1)[1]))
     return prep
+
+
+def check_remote_spec(spec: Spec, engine: dict[str, Any]) -> None:
+    """Refuse what only works beside the engine: bind mounts of this machine's directory, native, cold cache."""
+    where = f"engine {engine.get('label')!r} ({engine.get('url')}) runs on another host ({engine.get('name')})"
+    if "bind" in spec.mount:
+        raise SpecError(f"mount: 'bind' mounts a directory of this machine, and the {where}: use 'volume' (filled "
+                        "through the engine's API) or 'image'")
+    if spec.runtimes != "all" and NATIVE in spec.runtimes:
+        raise SpecError(f"runtimes: 'native' runs the probe on this machine, and the {where}: drop native, or run "
+                        "shlib on the engine's host")
+    if "cold" in spec.cache:
+        raise SpecError(f"cache: 'cold' drops this machine's page cache, and the {where}: use 'warm'")
+
+
+def module_syscalls(library: Library, runtimes: dict[str, Runtime], timeout_s: float = 60.0) -> dict[str, Any] | None:
+    """Each module's syscall profile, measured once with the host's node under strace (cached with the
+    library); None without strace or node, {"error": ...} when the measurement failed (the run goes on)."""
+    native = runtimes.get(NATIVE)
+    node = (native.path if native is not None and native.path else None) or shutil.which("node")
+    if node is None or shutil.which("strace") is None:
+        return None
+    modules = [m["module"] for m in library.manifest["modules"]]
+    with resources.as_file(resources.files("shlib.collect.probes").joinpath("load.js")) as probe:
+        try:
+            return syscall_profiles(library.path, library.tree_hash, modules, node, probe, node_version(node),
+                                    timeout_s=min(timeout_s, 60.0))
+        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+            return {"error": f"strace of the probe failed: {exc}"[:2000]}
 
 
 def drop_caches() -> None:
@@ -294,19 +331,22 @@ def execute(batch: Batch, prep: Prepared) -> list[Outcome]:
     lib = prep.libraries.get(key, prep.library)
     names = probe_names(cell, lib)
     python = cell.language == "python"
+    hold = prep.containers.hold if prep.containers is not None else True
     if cell.runtime == NATIVE:
         probe_file = "load.py" if python else "load.js"
         with resources.as_file(resources.files("shlib.collect.probes").joinpath(probe_file)) as probe:
             if python:
                 interp = find_interpreter(cell.node.split(":", 1)[1])
-                native = NativeBatch(interp.argv[0], probe, prep.timeout_s, flags=(*interp.argv[1:], *PY_FLAGS))
+                native = NativeBatch(interp.argv[0], probe, prep.timeout_s, hold=hold,
+                                     flags=(*interp.argv[1:], *PY_FLAGS))
             else:
                 native = NativeBatch(prep.native_nodes[cell.node], probe, prep.timeout_s)
             return native.run(cell.concurrency, str(lib.content), names)
     assert prep.containers is not None
     image = prep.lib_images[cell.node] if cell.mount == "image" else prep.images[cell.node].tag
     py_image = prep.images[cell.node]
-    command = python_command(py_image.executable, PY_PROBE_PATH, probe_argument(lib.mount_point, names)) \
+    command = python_command(py_image.executable, PY_PROBE_PATH,
+                             probe_argument(lib.mount_point, names, prep.containers.hold)) \
         if isinstance(py_image, PythonImage) else None
     kwargs = prep.containers.create_kwargs(
         image, prep.runtimes[cell.runtime].engine_name, names, lib.mount_point,
@@ -356,10 +396,12 @@ def _is_open(batch: Batch, open_cells: set[tuple[Any, ...]]) -> bool:
 def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = None, resume: bool = False,
                    client: docker.DockerClient | None = None, progress: bool = True,
                    on_batch: Callable[[Batch, list[dict[str, Any]]], None] | None = None,
-                   library: Library | None = None) -> Path:
+                   library: Library | None = None, engine: str | None = None) -> Path:
     """Run ``spec`` into ``out_dir`` (default runs/<run_id>) and return the results directory.
 
     ``library`` replaces the npm install of ``spec.modules`` (e.g. one with local packages).
+    ``engine``: the engine to run on (URL or docker context, see ``engine.resolve_engine``; default
+    DOCKER_HOST or the local socket), checked before anything starts.
     Raises Interrupted (after saving) on Ctrl-C/SIGTERM and EngineUnavailable when the
     engine goes away; in both cases ``resume=True`` completes the run later.
     """
@@ -375,9 +417,13 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
     if out is None:
         out = runs_dir() / run_id
         check_out_dir(out, spec, False)
-    needs_engine = spec.runtimes == "all" or any(r != NATIVE for r in spec.runtimes)
+    needs_engine = spec.runtimes == "all" or any(r != NATIVE for r in spec.runtimes) or engine is not None
     if client is None and needs_engine:
-        client = connect(pool_size=4 * max(spec.concurrency) + 8, timeout_s=max(120.0, spec.timeout_s + 60))
+        client = connect(pool_size=4 * max(spec.concurrency) + 8, timeout_s=max(120.0, spec.timeout_s + 60),
+                         engine=engine)
+    local = client is None or client_is_local(client)
+    if not local:
+        check_remote_spec(spec, engine_facts(client))
     known = catalog(client)
     if meta is None:
         runtimes, gone = {n: known[n] for n in select_runtimes(spec, known)}, {}
@@ -392,24 +438,37 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
             tqdm.write(f"shlib: removed {removed} container(s) the interrupted run left behind")
     prep = prepare(spec, runtimes, client, run_id, library)
     prep.engine = engine_facts(client) if client is not None else None
+    if local:
+        host = host_facts()
+    else:
+        image = next(iter(prep.images.values()), None)
+        host = engine_host_facts(client, image.tag, container_quirks(client_kind(client))) if image else {}
     if meta is not None:
         check_resume_inputs(meta, prep)
+        then = (meta.engine or {}).get("id")
+        if then and prep.engine and then != prep.engine.get("id"):
+            raise ResultsError(f"run {meta.run_id} started on engine {meta.engine.get('label')!r} (id {then}), "
+                               f"not on {prep.engine.get('label')!r} (id {prep.engine.get('id')}): resume it on its "
+                               f"own engine with --engine {meta.engine.get('label')}")
     store = ResultsStore(out)
     done_batches = _done_batches(out) if meta else set()
     now = datetime.now(UTC).isoformat()
     metadata = RunMetadata(
         run_id=run_id, shlib_version=shlib.__version__, status="running", spec=spec.as_dict(), seed=spec.seed,
         runtime_set=names, started_at=meta.started_at if meta else now,
-        resumed_at=[*meta.resumed_at, now] if meta else [], hostname=socket.gethostname(), host=host_facts(),
+        resumed_at=[*meta.resumed_at, now] if meta else [], hostname=socket.gethostname(), host=host,
         engine=prep.engine,
         runtimes={n: (meta.runtimes[n].model_dump() if n in gone and meta and n in meta.runtimes else rt.as_dict())
                   for n, rt in runtimes.items()},
         runtimes_unavailable={n: rt.reason for n, rt in known.items() if not rt.available},
         skipped_runtimes=dict(gone), images={s: img.as_dict() for s, img in prep.images.items()},
         library_images=prep.lib_images, volume=prep.volume,
-        library={"path": str(prep.library.path), **prep.library.manifest, **_python_libraries(prep)},
+        library={"path": str(prep.library.path), **prep.library.manifest, "syscall_profile": prep.syscalls,
+                 **_python_libraries(prep)},
         harness={"go_lead_ms": GO_LEAD_MS, "go_lead_ms_per_probe": GO_LEAD_MS_PER_PROBE,
                  "go_lead_note": "a batch of one probe starts at once (no lead)",
+                 "probe_hold": prep.containers.hold if prep.containers is not None else True,
+                 "cgroup": cgroup_layout(),
                  "lockdown": {"network": "none", "user": "1000:1000", "cap_drop": "ALL", "no_new_privileges": True,
                               "read_only_rootfs": True, "library": "read-only", "memory_mb": spec.memory_mb,
                               "pids_limit": spec.pids_limit}},

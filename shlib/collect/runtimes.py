@@ -33,7 +33,16 @@ import requests.exceptions
 
 from shlib.collect.cache import add_to_cache, cache_file, read_cache
 from shlib.collect.docker_batch import reap_runtime
-from shlib.collect.engine import LABEL
+from shlib.collect.engine import (
+    LABEL,
+    client_for_runtime,
+    client_is_local,
+    client_kind,
+    container_quirks,
+    engine_id,
+    podman_runtime_sockets,
+    target_of,
+)
 from shlib.collect.host import binary_version, kvm_facts
 from shlib.errors import RuntimeUnavailable, SpecError
 from shlib.results.schema import runtime_kind
@@ -101,9 +110,37 @@ def _file_id(path: str | None) -> str:
     return f"{found}|{stat.st_mtime_ns}|{stat.st_size}"
 
 
-def smoke_key(kind: str, path: str | None, args: list[str], version: str | None) -> str:
-    """What a smoke verdict depends on: the method, the binary (path, mtime, size, version) and its flags."""
-    return "|".join([SMOKE_METHOD, kind, _file_id(path), version or "", " ".join(args)])
+def smoke_key(kind: str, path: str | None, args: list[str], version: str | None, engine: str = "") -> str:
+    """What a smoke verdict depends on: the method, the binary (path, mtime, size, version) and its flags.
+
+    ``engine``: '' for a Docker engine on this host (its binaries are this host's files); else what
+    tells the engine apart (``podman``, or a remote engine's ID), since the same name may be another
+    binary there, or behave differently under another engine.
+    """
+    parts = [SMOKE_METHOD, kind, _file_id(path) if not engine.startswith("remote:") else str(path), version or "",
+             " ".join(args)]
+    return "|".join([*parts, engine] if engine else parts)
+
+
+def wrapper_args(path: str | None) -> list[str]:
+    """The flags a runtime wrapper script adds (``exec /path/runsc --network=none ... "$@"``, as
+    scripts/setup-podman.sh writes them for Podman, whose API takes no runtime flags); [] otherwise."""
+    import shlex
+
+    try:
+        if not path or os.path.getsize(path) > 4096:
+            return []
+        with open(path, "rb") as fh:
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return []
+    if not text.startswith("#!"):
+        return []
+    for line in text.splitlines():
+        if line.startswith("exec "):
+            words = shlex.split(line)[2:]
+            return [w for w in words if w.startswith("--")]
+    return []
 
 
 def cached_smoke(key: str, check: Callable[[], str], refresh: bool = False) -> str:
@@ -168,8 +205,7 @@ def smoke_image(client: docker.DockerClient) -> tuple[str, list[str]]:
             info = tarfile.TarInfo("true")
             info.size, info.mode = len(elf), 0o755
             tar.addfile(info, io.BytesIO(elf))
-        repo, tag = SMOKE_IMAGE.split(":")
-        client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag,
+        client.api.import_image_from_data(buf.getvalue(), repository=SMOKE_IMAGE,  # tag inside: Podman ignores tag=
                                           changes=[f"LABEL {LABEL}=true", 'CMD ["/true"]'])
     return SMOKE_IMAGE, ["/true"]
 
@@ -184,8 +220,10 @@ def smoke_container(client: docker.DockerClient, runtime: str, timeout_s: float 
         image, command = smoke_image(client)
     except Exception as exc:  # the engine's trouble, not the runtime's: not cached
         return f"not smoke-tested: the smoke image could not be made ({exc})"
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    api = docker.APIClient(base_url=host, timeout=max(1, int(timeout_s)))
+    try:
+        api = target_of(client_for_runtime(client, runtime)).api_client(timeout_s)
+    except RuntimeUnavailable as exc:
+        return f"fails: {exc}"
     deadline = time.monotonic() + timeout_s
     name = f"shlib-smoke-{uuid.uuid4().hex[:12]}"
     phase, container_id = "be created", None
@@ -193,7 +231,8 @@ def smoke_container(client: docker.DockerClient, runtime: str, timeout_s: float 
         container_id = api.create_container(
             image, command, name=name, labels={LABEL: "true", "shlib.smoke": runtime}, user="1000:1000",
             host_config=api.create_host_config(runtime=runtime, network_mode="none", cap_drop=["ALL"],
-                                               security_opt=["no-new-privileges"], read_only=True),
+                                               security_opt=["no-new-privileges"], read_only=True,
+                                               **container_quirks(client_kind(client))),
         )["Id"]
         phase = "start"
         api.start(container_id)
@@ -235,6 +274,22 @@ def _remove_smoke(api: docker.APIClient, container: str) -> None:
             time.sleep(0.5)
 
 
+def _engine_key(client: docker.DockerClient, local: bool) -> str:
+    """What sets this engine's smoke verdicts apart from the local Docker engine's (see ``smoke_key``)."""
+    kind = client_kind(client)
+    if local:
+        return "" if kind == "docker" else kind
+    return f"remote:{engine_id(kind, client.info(), target_of(client))}"
+
+
+def engine_label(client: docker.DockerClient) -> str:
+    """How the engine was named (its label and redacted URL), for messages."""
+    from shlib.collect.engine import redact
+
+    target = target_of(client)
+    return f"engine {target.label!r} at {redact(target.base_url)}"
+
+
 def _crun_problem() -> str:
     """Why crun cannot start containers on this host's cgroup layout ('' when it can)."""
     controllers = Path("/sys/fs/cgroup/unified/cgroup.controllers")
@@ -253,13 +308,22 @@ def catalog(client: docker.DockerClient | None, refresh: bool = False, timeout_s
     """
     refresh = refresh or bool(recheck)
     runtimes: dict[str, Runtime] = {}
+    # Host paths and binaries (versions, crun's cgroup layout, KVM, Kata's shim) are read only when the
+    # engine runs on this machine; for a remote engine they would describe the wrong host.
+    local = client is None or client_is_local(client)
+    engine_key = "" if client is None else _engine_key(client, local)
     node = shutil.which("node")
     version = binary_version(node)
-    reason = (cached_smoke(smoke_key("native", node, ["-e", "0"], version), lambda: smoke_native(node, timeout_s),
-                           refresh) if node else "no node on PATH")
+    if local:
+        reason = (cached_smoke(smoke_key("native", node, ["-e", "0"], version), lambda: smoke_native(node, timeout_s),
+                               refresh) if node else "no node on PATH")
+    else:
+        reason = (f"shlib does not run on the engine's host ({engine_label(client)}): native would time this "
+                  "machine, not the engine's; run shlib on that host to measure native")
     runtimes["native"] = Runtime(
         name="native", kind="native", available=not reason, path=node, reason=reason, version=version,
-        hint="" if node and not reason else "install Node.js on the host",
+        hint="" if node and not reason else "install Node.js on the host" if local else
+        "native is measured where shlib runs beside the engine",
     )
     registered: dict[str, Any] = {}
     engine_reason = "the Docker engine is not reachable"
@@ -271,25 +335,33 @@ def catalog(client: docker.DockerClient | None, refresh: bool = False, timeout_s
         runc_version = next((c.get("Version") for c in runc_version if c.get("Name") == "runc"), None)
     todo: dict[str, Callable[[], str]] = {}
     keys: dict[str, str] = {}
+    podman = client is not None and client_kind(client) == "podman"
+    podman_sockets = podman_runtime_sockets(target_of(client)) if podman and local else {}
+    unserved: dict[str, str] = {}  # Podman runtimes no service runs with: unavailable, not smoke-tested
     for name in sorted(registered):
         if name.startswith("io.containerd.run") and name not in KATA_NAMES:
             continue  # containerd's shim aliases for runc
         spec = registered[name] or {}
         path = spec.get("path") or name
-        args = list(spec.get("runtimeArgs") or [])
+        args = list(spec.get("runtimeArgs") or []) or (wrapper_args(path) if local else [])
         runtime_type, options = spec.get("runtimeType"), dict(spec.get("options") or {})
         kind = runtime_kind(name, path)
-        version = runc_version if kind == "runc" else binary_version(path)
+        version = (runc_version if kind == "runc" else None) or (binary_version(path) if local else None)
         platform = (next((a.split("=", 1)[1] for a in args if a.startswith("--platform=")), "default")
                     if kind == "gvisor" else None)
         runtimes[name] = Runtime(name=name, kind=kind, available=False, path=path, args=args, version=version,
                                  platform=platform, runtime_type=runtime_type, options=options)
         extra = [f"{runtime_type}", *(f"{k}={v}" for k, v in sorted(options.items()))] if runtime_type else []
-        keys[name] = smoke_key(kind, path, [*args, *extra], version)
+        keys[name] = smoke_key(kind, path, [*args, *extra], version, engine_key)
+        if podman and name != info.get("DefaultRuntime") and name not in podman_sockets:
+            unserved[name] = (f"Podman's API cannot choose the runtime per container and no Podman service runs with "
+                              f"{name} (scripts/setup-podman.sh starts one per runtime)")
+            continue
         todo[name] = (lambda n=name: smoke_container(client, n, timeout_s))  # type: ignore[misc]
     # uncached runtimes are tried side by side: a hang costs its deadline once, not once per runtime
     with ThreadPoolExecutor(max_workers=4) as pool:
         verdicts = dict(zip(todo, pool.map(lambda n: cached_smoke(keys[n], todo[n], refresh), todo), strict=True))
+    verdicts.update(unserved)
     smoke_cache = read_cache(cache_file("runtime-smoke.json"))
     native_entry = smoke_cache.get(smoke_key("native", node, ["-e", "0"], runtimes["native"].version)) if node else None
     runtimes["native"].smoke_checked_at = native_entry.get("checked_at") if isinstance(native_entry, dict) else None
@@ -297,7 +369,7 @@ def catalog(client: docker.DockerClient | None, refresh: bool = False, timeout_s
         rt = runtimes[name]
         entry = smoke_cache.get(keys[name])
         rt.smoke_checked_at = entry.get("checked_at") if isinstance(entry, dict) else None
-        if rt.kind == "crun" and reason and _crun_problem():
+        if rt.kind == "crun" and reason and local and _crun_problem():
             reason += f"; likely cause: {_crun_problem()}"
         rt.available, rt.reason = not reason, reason
         if reason and rt.kind == "gvisor":
@@ -305,13 +377,14 @@ def catalog(client: docker.DockerClient | None, refresh: bool = False, timeout_s
         elif reason:
             rt.hint = ("the runtime did not pass a trivial container; check it by hand: docker run --rm "
                        f"--runtime={name} --network=none {SMOKE_IMAGE}")
-    kvm = kvm_facts()
+    kvm = kvm_facts() if local else {"kind": "unknown", "summary": ""}
     for rt in runtimes.values():
         if kvm["kind"] == "pvm" and not rt.available and (rt.kind == "kata" or rt.platform == "kvm"):
             rt.reason += f"; {kvm['summary']}"  # a registered one that failed: say why it cannot work here
     for name in KATA_NAMES:
         if name not in runtimes:
-            shim = shutil.which("containerd-shim-kata-v2") if name == KATA_NAMES[0] else shutil.which("kata-runtime")
+            binary = "containerd-shim-kata-v2" if name == KATA_NAMES[0] else "kata-runtime"
+            shim = shutil.which(binary) if local else None
             why = "not registered with the Docker engine" if client is not None else engine_reason
             if shim:
                 why += f" (found {shim}; register it in /etc/docker/daemon.json)"

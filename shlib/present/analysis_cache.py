@@ -20,7 +20,7 @@ from pathlib import Path
 
 import shlib.analysis as analysis_package
 from shlib import __version__
-from shlib.analysis.analyze import AnalysisResult, analyze_frame
+from shlib.analysis.analyze import AnalysisResult, analyze_frame, analyze_runs
 from shlib.paths import cache_dir
 from shlib.present.params import AnalysisInputs
 
@@ -28,12 +28,12 @@ from shlib.present.params import AnalysisInputs
 def analysis_key(inputs: AnalysisInputs) -> str:
     """The cache key of ``inputs``: what the analysis depends on, hashed."""
     digest = hashlib.sha256()
-    run = Path(inputs.run_dir)
-    digest.update((run / "metadata.json").read_bytes())
-    for part in sorted([run / "results.parquet", *(run / "parts").glob("batch-*.parquet")]):
-        if part.exists():
-            stat = part.stat()
-            digest.update(f"{part.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    for run in inputs.run_dirs or [Path(inputs.run_dir)]:
+        digest.update((run / "metadata.json").read_bytes())
+        for part in sorted([run / "results.parquet", *(run / "parts").glob("batch-*.parquet")]):
+            if part.exists():
+                stat = part.stat()
+                digest.update(f"{part.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     versions = [__version__, *(importlib_metadata.version(p) for p in ("numpy", "pandas", "scipy"))]
     digest.update(repr((sorted(inputs.runtimes), inputs.baseline, inputs.seed, inputs.n_resamples, versions)).encode())
     digest.update(_analysis_code())
@@ -64,8 +64,12 @@ def analysis_of(inputs: AnalysisInputs) -> AnalysisResult:
             return cached
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
         pass  # absent, or written by another version of a library: compute it again
-    result = analyze_frame(inputs.frame, baseline=inputs.baseline, seed=inputs.seed, n_resamples=inputs.n_resamples,
-                           metadata=inputs.metadata)
+    if len(inputs.metadatas) > 1:
+        result = analyze_runs(inputs.frame, inputs.metadatas, baseline=inputs.baseline, seed=inputs.seed,
+                              n_resamples=inputs.n_resamples)
+    else:
+        result = analyze_frame(inputs.frame, baseline=inputs.baseline, seed=inputs.seed,
+                               n_resamples=inputs.n_resamples, metadata=inputs.metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:

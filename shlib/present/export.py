@@ -19,12 +19,13 @@ from typing import Any
 import pandas as pd
 
 from shlib import __version__
-from shlib.analysis.analyze import HEADLINE_STATISTIC, TABLES, AnalysisResult, analyze_frame
+from shlib.analysis.analyze import HEADLINE_STATISTIC, TABLES, AnalysisResult, analyze_frame, analyze_runs
 from shlib.analysis.defaults import CONFIDENCE, DEFAULT_BASELINE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from shlib.analysis.replication import reference_path
+from shlib.errors import ResultsError
 from shlib.present.readings import headline_lines
 from shlib.results.metadata import RunMetadata
-from shlib.results.store import load_results, write_json
+from shlib.results.store import CAMPAIGN_FILE, load_results, run_dirs, write_json
 
 
 @dataclass
@@ -45,17 +46,33 @@ class ExportedAnalysis:
         return "\n".join(self.headline_lines)
 
 
-def analyze_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,
+def analyze_run(run_dir: str | os.PathLike[str] | list[str | os.PathLike[str]],
+                out_dir: str | os.PathLike[str] | None = None,
                 baseline: str = DEFAULT_BASELINE, seed: int = DEFAULT_SEED,
                 n_resamples: int = DEFAULT_RESAMPLES, figures: bool = True) -> ExportedAnalysis:
     """Analyse RUN_DIR: write the CSV tables, figures/*.png|svg, headline.txt and analysis.json to out_dir.
 
     out_dir defaults to RUN_DIR/analysis. Returns the tables, the files written and the headline.
+    ``run_dir`` may be a list of results directories (or a campaign directory): the runs are merged,
+    engine as a factor (``analysis.analyze.analyze_runs``); out_dir is then required unless the
+    list is one campaign (whose analysis/ it defaults to).
     """
-    run_dir = Path(run_dir)
-    frame, meta = load_results(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "analysis"
-    analysis = analyze_frame(frame, baseline=baseline, seed=seed, n_resamples=n_resamples, metadata=meta)
+    given = run_dir if isinstance(run_dir, list | tuple) else [run_dir]
+    dirs = run_dirs(given)
+    merged = len(dirs) > 1 or (Path(given[0]) / CAMPAIGN_FILE).exists()
+    if merged:
+        if out_dir is None and not (len(given) == 1 and (Path(given[0]) / CAMPAIGN_FILE).exists()):
+            raise ResultsError("several results directories: give --out, where the merged analysis goes")
+        frame, metas = load_results(dirs)
+        meta = metas[0]
+        run_dir = Path(given[0])
+        analysis = analyze_runs(frame, metas, baseline=baseline, seed=seed, n_resamples=n_resamples)
+    else:
+        run_dir = dirs[0]
+        frame, meta = load_results(run_dir)
+        metas = [meta]
+        analysis = analyze_frame(frame, baseline=baseline, seed=seed, n_resamples=n_resamples, metadata=meta)
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "analysis"
     result = ExportedAnalysis(analysis, run_dir, out, headline_lines(analysis))
     out.mkdir(parents=True, exist_ok=True)
     for name in [*TABLES, *(n for n in analysis.tables if n not in TABLES)]:
@@ -66,7 +83,9 @@ def analyze_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
         result.files += _write_figures(result, frame, out / "figures")
     (out / "headline.txt").write_text(result.headline() + "\n")
     result.files.append(out / "headline.txt")
-    write_json(out / "analysis.json", _provenance(result, meta))
+    write_json(out / "analysis.json", {**_provenance(result, meta), "runs": [
+        {"run_id": m.run_id, "run_dir": str(d), "engine": (m.engine or {}).get("label")}
+        for m, d in zip(metas, dirs, strict=True)]})
     result.files.append(out / "analysis.json")
     return result
 
@@ -81,6 +100,7 @@ def _write_figures(result: ExportedAnalysis, frame: pd.DataFrame, fig_dir: Path)
         "ratios": plots.plot_ratios(t["ratios"], replication=t["replication"], colors=colours),
         "scaling": plots.plot_scaling(t["summary"], t["ratios"], colors=colours),
         "distributions": plots.plot_distributions(frame, colors=colours),
+        "engines": plots.plot_engines(t["engines"]),
     }
     files: list[Path] = []
     for name, fig in made.items():

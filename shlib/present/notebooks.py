@@ -26,7 +26,8 @@ from shlib.paths import repo_root
 KERNEL_NAME = "shlib"
 KERNEL_DISPLAY_NAME = "Python (shlib)"
 #: Notebooks ``shlib report`` executes on a results directory, in order.
-ANALYSIS_NOTEBOOKS = ("02-analysis", "03-concurrency", "04-gvisor-generations")
+ANALYSIS_NOTEBOOKS = ("02-analysis", "03-concurrency", "04-gvisor-generations", "05-where-the-time-goes",
+                      "06-across-engines")
 #: Notebook metadata kept in committed notebooks; everything else (papermill, widgets) is run state.
 KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info")
 #: Cell metadata kept in committed notebooks (tags mark the parameters cell and the cells tests read).

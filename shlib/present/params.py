@@ -46,7 +46,7 @@ def find_run_dir(run_dir: str | os.PathLike[str], name: str = "run_dir") -> Path
     path = Path(run_dir).expanduser()
     candidates = [path] if path.is_absolute() else [Path.cwd() / path, repo_root() / path]
     for candidate in candidates:
-        if candidate.is_dir() and (candidate / "metadata.json").exists():
+        if candidate.is_dir() and ((candidate / "metadata.json").exists() or (candidate / "campaign.json").exists()):
             return candidate.resolve()
     tried = ", ".join(str(c) for c in dict.fromkeys(candidates))
     runs = (repo_root() / "data" / "runs").glob("*/metadata.json")
@@ -137,6 +137,9 @@ class AnalysisInputs:
     n_resamples: int
     figures_dir: Path | None      # where figures are saved (None: shown only)
     notes: list[str] = field(default_factory=list)
+    #: Merged runs (several engines): every run's directory and metadata, ``run_dir``/``metadata`` the first.
+    run_dirs: list[Path] = field(default_factory=list)
+    metadatas: list[RunMetadata] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
@@ -145,16 +148,27 @@ class AnalysisInputs:
 
 def analysis_inputs(run_dir: str | os.PathLike[str] = DEFAULT_RUN_DIR, baseline: str = DEFAULT_BASELINE,
                     runtimes: Any = (), seed: Any = DEFAULT_SEED, n_resamples: Any = DEFAULT_RESAMPLES,
-                    figures_dir: Any = "") -> AnalysisInputs:
-    """Check an analysis notebook's parameters and load its results (one call, the first cell after them)."""
-    from shlib.results.store import load_results
+                    figures_dir: Any = "", more_run_dirs: Any = ()) -> AnalysisInputs:
+    """Check an analysis notebook's parameters and load its results (one call, the first cell after them).
+
+    ``more_run_dirs``: further results directories merged with ``run_dir`` (engine as a factor); a
+    campaign directory (``shlib.collect.campaign``) stands for its engines' runs.
+    """
+    from shlib.results.store import load_results, run_dirs
 
     path = find_run_dir(run_dir)
+    more = [find_run_dir(d, "more_run_dirs") for d in check_str_list("more_run_dirs", list(more_run_dirs or []))]
     seed = check_int("seed", seed, 0, 2**32 - 1)
     n_resamples = check_int("n_resamples", n_resamples, 100, 1_000_000)
     figures = check_out_dir(figures_dir, "figures_dir")
     try:
-        frame, meta = load_results(path)
+        dirs = run_dirs([path, *more])
+        if len(dirs) == 1:
+            frame, meta = load_results(dirs[0])
+            metas = [meta]
+        else:
+            frame, metas = load_results(dirs)
+            meta = metas[0]
     except ResultsError as exc:
         raise ParameterError(f"run_dir: {exc}") from None
     present = sorted(frame["runtime"].astype(str).unique())
@@ -166,16 +180,18 @@ def analysis_inputs(run_dir: str | os.PathLike[str] = DEFAULT_RUN_DIR, baseline:
     if used not in chosen:
         chosen = sorted({*chosen, used})
         notes.append(f"the baseline {used} was added to the runtimes analysed")
-    if meta.status != "complete":
-        notes.append(f"this run's status is {meta.status!r}, not 'complete': the analysis covers the "
-                     "batches recorded so far")
+    for each in metas:
+        if each.status != "complete":
+            notes.append(f"{'this run' if len(metas) == 1 else 'run ' + each.run_id}'s status is {each.status!r}, not "
+                         "'complete': the analysis covers the batches recorded so far")
     if meta.simulated:
         notes.append("this run is simulated (shlib.simulate), not measured")
     rows = frame[frame["runtime"].astype(str).isin(chosen)].copy()
     for column in rows.select_dtypes("category"):
         rows[column] = rows[column].cat.remove_unused_categories()
-    return AnalysisInputs(run_dir=path, frame=rows.reset_index(drop=True), metadata=meta, baseline=used,
-                          runtimes=chosen, seed=seed, n_resamples=n_resamples, figures_dir=figures, notes=notes)
+    return AnalysisInputs(run_dir=dirs[0], frame=rows.reset_index(drop=True), metadata=meta, baseline=used,
+                          runtimes=chosen, seed=seed, n_resamples=n_resamples, figures_dir=figures, notes=notes,
+                          run_dirs=dirs, metadatas=metas)
 
 
 def collect_spec(preset: Any = "quick", spec_file: Any = "", runtimes: Any = (), modules: Any = (),

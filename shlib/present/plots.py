@@ -375,3 +375,49 @@ def save_named(fig: Figure, figures_dir: str | Path | None, name: str) -> list[P
     if figures_dir is None or str(figures_dir) == "":
         return []
     return save_figure(fig, Path(figures_dir) / name)
+
+
+def plot_engines(engines: pd.DataFrame) -> Figure:
+    """Each runtime's ratio to the baseline on each engine (engine x runtime), 95% intervals, log axis.
+
+    One panel per concurrency level; within a runtime's row, one marker per engine (ratios are
+    computed within each engine, so the engines' rows compare what each sandbox costs on its machine).
+    """
+    rows = engines[np.isfinite(engines["gmean_ratio"].astype(float))] if len(engines) else engines
+    if len(rows) == 0:
+        return _empty("no ratios to compare across engines: one runtime only, or no ok trials in common cells")
+    levels = sorted(int(c) for c in rows["concurrency"].unique())
+    names = sorted(rows["engine"].astype(str).unique())
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    colour = {e: palette[i % len(palette)] for i, e in enumerate(names)}
+    runtimes = runtime_order(rows["runtime"].astype(str).unique())
+    fig, axes = _grid(len(levels), width=5.0, height=1.4 + 0.45 * len(runtimes))
+    step = 0.6 / max(len(names), 1)
+    for ax, level in zip(axes.ravel(), levels, strict=False):
+        part = rows[rows["concurrency"].astype(int) == level]
+        for i, runtime in enumerate(runtimes):
+            for j, engine in enumerate(names):
+                row = part[(part["runtime"].astype(str) == runtime) & (part["engine"].astype(str) == engine)]
+                if len(row) == 0:
+                    continue
+                r = row.iloc[0]
+                y = len(runtimes) - 1 - i + 0.3 - j * step
+                if np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"]):
+                    ax.plot([r["ci_low"], r["ci_high"]], [y, y], color=colour[engine], lw=2)
+                ax.plot([r["gmean_ratio"]], [y], "o", color=colour[engine], ms=5,
+                        label=engine if i == 0 or engine not in ax.get_legend_handles_labels()[1] else None)
+        ax.axvline(1.0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        _plain_log(ax.xaxis)
+        ax.set_yticks(np.arange(len(runtimes))[::-1], runtimes, fontsize="small")
+        baseline = str(part["baseline"].iloc[0]) if len(part) else ""
+        ax.set_xlabel(f"ratio to {baseline} within each engine (x, log scale)")
+        ax.set_title(f"{level} container{'s' if level != 1 else ''} at once", fontsize="medium")
+        ax.grid(axis="x", which="both", alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))
+        ax.legend(unique.values(), unique.keys(), title="engine", fontsize="x-small", loc="best")
+    for ax in axes.ravel()[len(levels):]:
+        ax.set_visible(False)
+    fig.suptitle("Each runtime's cost relative to the baseline, engine by engine (95% intervals)")
+    return fig

@@ -61,7 +61,11 @@ def next_step_markdown(run_dir: str | Path) -> str:
 def inputs_markdown(inputs: AnalysisInputs) -> str:
     """One paragraph on what an analysis notebook is about to analyse (run, status, runtimes, baseline)."""
     frame = inputs.frame
-    text = (f"Analysing run **{inputs.run_id}** (status *{inputs.metadata.status}*) from `{inputs.run_dir}`: "
+    runs = (f"Analysing run **{inputs.run_id}** (status *{inputs.metadata.status}*) from `{inputs.run_dir}`"
+            if len(inputs.metadatas) <= 1 else
+            f"Analysing {len(inputs.metadatas)} runs merged ({', '.join(f'**{m.run_id}**' for m in inputs.metadatas)}; "
+            f"engines {', '.join(f'`{e}`' for e in sorted(frame['engine'].dropna().astype(str).unique()))})")
+    text = (f"{runs}: "
             f"{frame['runtime'].nunique()} runtimes ({', '.join(f'`{r}`' for r in inputs.runtimes)}), "
             f"{frame['module'].nunique()} modules, concurrency "
             f"{', '.join(map(str, sorted(frame['concurrency'].dropna().unique())))}; baseline `{inputs.baseline}`; "
@@ -203,11 +207,16 @@ def headline_lines(result: AnalysisResult) -> list[str]:
     if baseline is not None and len(summary):
         rows = summary[(summary["baseline"] == baseline) & (summary["statistic"] == HEADLINE_STATISTIC)]
         factors = [f for f in FACTORS if f in rows.columns]
-        cores = facts.get("cores")
-        fit = [c for c in levels if cores is None or c <= cores]
+        every = facts.get("cores")  # merged runs: {engine: cores}
+        known = [c for c in every.values() if c is not None] if isinstance(every, dict) else []
+        least = (min(known) if known else None) if isinstance(every, dict) else every
+        fit = [c for c in levels if least is None or c <= least]
         shown = sorted({levels[0], fit[-1] if fit else levels[0], levels[-1]})
         for _, row in rows[rows["concurrency"].isin(shown)].iterrows():
             where = "".join(f", {f}={row[f]}" for f in factors)
+            cores = every.get(str(row.get("engine"))) if isinstance(every, dict) else every
+            if isinstance(every, dict) and "engine" not in row:
+                cores = least
             if cores is not None and row["concurrency"] > cores:
                 where += f" (CPU oversubscribed: {row['concurrency']} loads at once on {cores} cores)"
             if not np.isfinite(row["gmean_ratio"]):
@@ -262,3 +271,27 @@ def replication_line(row: Any) -> str:
                  f"{interval_text(row['gmean_ratio'], row['gmean_ci_low'], row['gmean_ci_high'])}.")
     note = row.get("note")
     return text + (f" ({note})" if isinstance(note, str) and note else "")
+
+
+def engines_reading(engines: pd.DataFrame) -> str:
+    """What the engine x runtime comparison says, in words; 'one engine only' when there is nothing to compare."""
+    names = sorted(engines["engine"].dropna().astype(str).unique()) if len(engines) else []
+    if len(names) <= 1:
+        which = f" (`{names[0]}`)" if names else ""
+        return (f"**One engine only**{which}: every ratio below was measured on one engine and its host, so there "
+                "is no comparison across engines. Merge runs from other engines (`shlib analyze DIR DIR...`, or a "
+                "campaign with `engines: [...]` in the spec) to compare them.")
+    lines = [f"**{len(names)} engines** ({', '.join(f'`{n}`' for n in names)}); each ratio is computed within its "
+             "engine, so what differs below is what each sandbox costs relative to the baseline on that machine."]
+    for (runtime, level), rows in engines.groupby(["runtime", "concurrency"], observed=True, sort=True):
+        ok = rows[np.isfinite(rows["gmean_ratio"].astype(float))]
+        if len(ok) < 2:
+            continue
+        cells = ", ".join(f"{r.engine} {interval_text(r.gmean_ratio, r.ci_low, r.ci_high)}" for r in ok.itertuples())
+        lows, highs = ok["ci_low"].astype(float), ok["ci_high"].astype(float)
+        apart = bool(lows.max() > highs.min())
+        verdict = ("the intervals do not all overlap: the engines disagree" if apart else
+                   "the intervals overlap: no difference between engines is shown")
+        lines.append(f"- `{runtime}` at concurrency {int(level)}: {cells}; {verdict}.")
+    return "\n".join(lines)
+

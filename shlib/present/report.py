@@ -5,6 +5,7 @@
       02-analysis.ipynb  .html        executed by papermill (parameters recorded in the notebook's metadata)
       03-concurrency.ipynb  .html
       04-gvisor-generations.ipynb  .html
+      06-across-engines.ipynb  .html  (engine x runtime; "one engine only" on a single run)
       figures/<notebook>/*.png|svg    every figure, as files
       report.json                     provenance: run, parameters, kernel, versions, status of each notebook,
                                       the analysis (computed once, read by every notebook from shlib's cache)

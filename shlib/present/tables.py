@@ -235,7 +235,9 @@ def replication_overview(replication: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in replication.itertuples():
         measured = isinstance(r.runtime, str) and bool(r.runtime)
-        rows.append({"claim": r.claim, "runtime": r.runtime if measured else "", "baseline": r.baseline if measured
+        engine = getattr(r, "engine", None)
+        rows.append({"claim": r.claim, **({"engine": engine} if isinstance(engine, str) else {}),
+                     "runtime": r.runtime if measured else "", "baseline": r.baseline if measured
                      else "", "verdict": r.verdict,
                      "max/min cell ratio [simultaneous interval]": interval_text(r.estimate, r.ci_low, r.ci_high)
                      if measured else "",
@@ -256,3 +258,30 @@ def trend_overview(scaling: pd.DataFrame) -> pd.DataFrame:
     keep = [c for c in ("runtime", "module", *FACTORS) if c in rows.columns]
     return rows[keep].assign(ratio_by_level=rows["ratio_by_level"], lack_of_fit_p=rows["ratio_trend_p"].round(4),
                              ratio_change_per_container=slope).reset_index(drop=True)
+
+
+def engine_runtime_table(engines: pd.DataFrame) -> pd.DataFrame:
+    """The engine x runtime comparison (``analysis.engines.across_engines``) as a grid: one row per runtime
+    and concurrency, one column per engine, each cell the ratio to the baseline with its 95% interval."""
+    if len(engines) == 0:
+        return pd.DataFrame(columns=["runtime", "baseline", "concurrency"])
+    cells = engines.assign(cell=[interval_text(v, lo, hi) for v, lo, hi in
+                                 zip(engines["gmean_ratio"], engines["ci_low"], engines["ci_high"], strict=True)])
+    grid = cells.pivot_table(index=["runtime", "baseline", "concurrency"], columns="engine", values="cell",
+                             aggfunc="first", observed=True)
+    grid.columns = [str(c) for c in grid.columns]
+    return grid.reset_index().fillna("")
+
+
+def engine_facts_table(metadatas: Iterable[RunMetadata]) -> pd.DataFrame:
+    """One row per run: its engine (label, kind, version, host) and that host's cores, memory and kernel."""
+    rows = []
+    for meta in metadatas:
+        engine = meta.engine or {}
+        rows.append({"run_id": meta.run_id, "engine": engine.get("label"), "kind": engine.get("kind"),
+                     "version": engine.get("version"), "engine_host": engine.get("name"),
+                     "engine_id": engine.get("id"), "cpu_model": meta.host.cpu_model, "cores": meta.host.cpu_count,
+                     "mem_gib": round(meta.host.mem_total_bytes / 2**30, 1) if meta.host.mem_total_bytes else None,
+                     "kernel": meta.host.kernel, "status": meta.status})
+    return pd.DataFrame(rows, columns=["run_id", "engine", "kind", "version", "engine_host", "engine_id",
+                                       "cpu_model", "cores", "mem_gib", "kernel", "status"])

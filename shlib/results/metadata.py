@@ -81,6 +81,8 @@ class LibraryRecord(_Record):
     tree_hash: str | None = None
     files: int | None = None
     bytes: int | None = None
+    #: Each module's syscall profile on the host (shlib.collect.syscalls); None without strace.
+    syscall_profile: dict[str, Any] | None = None
 
 
 class RunMetadata(BaseModel):

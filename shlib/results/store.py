@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from shlib.errors import ResultsError
 from shlib.results.metadata import DEFAULT_ENGINE_LABEL, RunMetadata
@@ -152,10 +152,97 @@ def frame_of(table: pa.Table) -> pd.DataFrame:
     return frame
 
 
-def load_results(run_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, RunMetadata]:
-    """Load a results directory: (rows as a DataFrame with proper dtypes, metadata)."""
+@overload
+def load_results(run_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, RunMetadata]: ...
+
+
+@overload
+def load_results(run_dir: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...]
+                 ) -> tuple[pd.DataFrame, list[RunMetadata]]: ...
+
+
+def load_results(run_dir: Any) -> tuple[pd.DataFrame, Any]:
+    """Load a results directory: (rows as a DataFrame with proper dtypes, metadata).
+
+    Given a list of directories (runs, or campaigns: each stands for its engines' runs), the runs
+    merged: (rows of every run, one RunMetadata per run in order); see ``merge_runs``.
+    """
+    if isinstance(run_dir, (list, tuple)):
+        return merge_runs(run_dirs(run_dir))
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ResultsError(f"results directory {run_dir} does not exist")
     meta = read_metadata(run_dir)
     return load_frame(run_dir), meta
+
+
+#: A campaign directory's record (``shlib.collect.campaign``): spec, engines, their directories and status.
+CAMPAIGN_FILE = "campaign.json"
+
+
+def read_campaign(campaign_dir: Path) -> dict[str, Any]:
+    """A campaign's record, checked for the keys shlib reads."""
+    path = Path(campaign_dir) / CAMPAIGN_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path} cannot be read as a campaign record ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("engines"), list) or "spec" not in data:
+        raise ResultsError(f"{path} is not a campaign record: it needs 'spec' and a list 'engines'")
+    return data
+
+
+def run_dirs(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...]) -> list[Path]:
+    """Results directories named by ``paths``: a run directory as it is, a campaign directory as its
+    engines' runs (those that recorded anything, complete or not: a lost engine keeps its batches)."""
+    found: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if (path / CAMPAIGN_FILE).exists() and not (path / "metadata.json").exists():
+            runs = [path / e["dir"] for e in read_campaign(path)["engines"]
+                    if isinstance(e, dict) and (path / str(e.get("dir", ""))).joinpath("metadata.json").exists()]
+            if not runs:
+                raise ResultsError(f"campaign {path} holds no run yet (see {path / CAMPAIGN_FILE})")
+            found += runs
+        elif not path.is_dir():
+            raise ResultsError(f"results directory {path} does not exist")
+        else:
+            found.append(path)
+    if not found:
+        raise ResultsError("no results directory given")
+    return found
+
+
+def merge_runs(dirs: list[Path]) -> tuple[pd.DataFrame, list[RunMetadata]]:
+    """Rows of several runs in one frame (``run_id`` tells them apart) and each run's metadata.
+
+    Engine labels are what the analysis compares within, so two runs whose engines share a label
+    but not an ID (two machines' "default") have theirs made distinct: ``label@host`` (and the ID's
+    first characters if that is not enough). A run given twice is refused.
+    """
+    import pandas as pd
+
+    metas = [read_metadata(d) for d in dirs]
+    ids = [m.run_id for m in metas]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ResultsError(f"run(s) {', '.join(twice)} given twice: each run counts once")
+    frames = [load_frame(d) for d in dirs]
+    labels = [str((m.engine or {}).get("label") or DEFAULT_ENGINE_LABEL) for m in metas]
+    for label in set(labels):
+        same = [i for i, lab in enumerate(labels) if lab == label]
+        if len({(metas[i].engine or {}).get("id") for i in same}) > 1:
+            for i in same:
+                engine = metas[i].engine or {}
+                new = f"{label}@{engine.get('name') or metas[i].host.hostname or 'unknown'}"
+                if sum(1 for j in same if (metas[j].engine or {}).get("name") == engine.get("name")) > 1 and len(
+                        {(metas[j].engine or {}).get("id") for j in same
+                         if (metas[j].engine or {}).get("name") == engine.get("name")}) > 1:
+                    new += f"-{str(engine.get('id') or '')[:8]}"
+                frames[i]["engine"] = new
+                if metas[i].engine is not None:
+                    metas[i].engine = {**metas[i].engine, "label": new, "label_recorded": label}
+    frame = pd.concat(frames, ignore_index=True)
+    for name in CATEGORIES:
+        frame[name] = frame[name].astype(str).where(frame[name].notna()).astype("category")
+    return frame, metas

@@ -34,6 +34,11 @@ CORE_MODULES = frozenset({
 #: Module sets. "paper": the 2020 study's modules at versions of that time (Oct 2020).
 MODULE_SETS: dict[str, list[str]] = {
     "paper": ["lodash@4.17.20", "express@4.17.1", "react@16.14.0"],
+    # From one file to thousands, a few KB to several MB (the cost model fits across them): a tiny
+    # single file (ms), one huge file (typescript), many small files (@babel/core, rxjs, aws-sdk v2),
+    # lodash beside its ES-module twin lodash-es (the same code as 1 file vs ~640), and the paper's three.
+    "spectrum": ["ms@2.1.3", "typescript@5.6.3", "@babel/core@7.26.0", "rxjs@7.8.1", "aws-sdk@2.1692.0",
+                 "lodash@4.17.20", "lodash-es@4.17.20", "express@4.17.1", "react@16.14.0"],
     "serverless": ["aws-sdk@2.1692.0", "axios@1.7.9", "moment@2.30.1", "uuid@11.0.3", "jsonwebtoken@9.0.2",
                    "lodash@4.17.21", "express@4.21.2"],
     # SOCK (Oakes et al., ATC'18): popular Python packages of serverless functions, pinned to releases of

@@ -51,6 +51,25 @@ class Spec(BaseModel):
     pids_limit: int = Field(512, ge=16, le=65536)
     target_rel_halfwidth: float | None = Field(None, gt=0, lt=1)
     min_repetitions: int = Field(5, ge=2, le=MAX_REPETITIONS)
+    #: A campaign: the engines to run the same experiment on, one after another (URLs or docker
+    #: contexts, checked by ``shlib.collect.engine.resolve_engine`` before the first starts).
+    engines: list[str] | None = None
+
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _engines(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("give at least one engine (a URL such as unix:///run/docker.sock, or a docker "
+                                 "context name), or leave engines out to use the default engine")
+            for item in value:
+                if not isinstance(item, str) or not item.strip() or len(item) > 500:
+                    raise ValueError(f"{item!r} is not an engine: a URL (unix://, tcp://, ssh://) or a context name")
+            if len(set(value)) != len(value):
+                raise ValueError("an engine is listed twice")
+        return value
 
     @field_validator("runtimes", mode="before")
     @classmethod
@@ -151,7 +170,7 @@ class Spec(BaseModel):
         return [lang for lang in ("node", "python") if lang in found]
 
     def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"engines"} if self.engines is None else None)
 
 
 def _format(exc: ValidationError) -> str:

@@ -1,11 +1,18 @@
 // shlib probe: time the first load of npm modules in a fresh Node.js process.
 //
-//   node load.js '{"lib": "/shlib/lib", "modules": ["lodash"], "barrier": true}'
+//   node load.js '{"lib": "/shlib/lib", "modules": ["lodash"], "barrier": true, "hold": true}'
 //
 // `lib` holds node_modules/. With `barrier`, the probe prints "ready" and waits for one
-// line on stdin before it loads anything, so that the containers of a batch start loading
-// together. It prints one JSON line on stdout and exits 0; a module that fails to load is
-// reported with its error and the others are still loaded.
+// line on stdin ("go <epoch ms>") before it loads anything, so that the containers of a batch
+// start loading together. It prints one JSON line on stdout; a module that fails to load is
+// reported with its error and the others are still loaded. With `hold`, it then waits for one
+// more stdin line ("exit") or the end of stdin before exiting 0, so that the harness can read
+// the container's cgroup while the sandbox still exists; without it, it exits at once.
+//
+// Wall-clock stamps (epoch ms, this process's clock): process_start_wall_ms (the process began),
+// ready_wall_ms, go_recv_wall_ms (the go line arrived), go_wall_ms (loading began),
+// loaded_wall_ms (loading ended). proc_cpu_ms: this process's user + system CPU between go and
+// loaded (process.cpuUsage: every thread of the process, no child).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -70,9 +77,11 @@ async function loadOne(name) {
 
 // Resolves when the harness says go: "go" now, or "go <epoch ms>" at that wall-clock time
 // (a shared start time keeps the delivery of the message out of the batch's start skew).
+let goRecvWallMs = null;
 function waitForGo() {
   return new Promise((resolve) => {
     process.stdin.once('data', (chunk) => {
+      goRecvWallMs = performance.timeOrigin + performance.now();
       process.stdin.pause();
       const at = Number(String(chunk).trim().split(/\s+/)[1]);
       const wait = at - (performance.timeOrigin + performance.now());
@@ -86,20 +95,38 @@ function waitForGo() {
 async function main() {
   const readyWallMs = performance.timeOrigin + performance.now();
   if (cfg.barrier) await waitForGo();
+  const cpu0 = process.cpuUsage();
   const goWallMs = performance.timeOrigin + performance.now();
   const results = [];
   for (const name of cfg.modules) results.push(await loadOne(name));
+  const loadedWallMs = performance.timeOrigin + performance.now();
+  const cpu = process.cpuUsage(cpu0);
   const out = {
     probe: 'load',
     node: process.version,
     boot_ms: bootMs,
+    process_start_wall_ms: performance.timeOrigin,
     ready_wall_ms: readyWallMs,
+    go_recv_wall_ms: goRecvWallMs,
     go_wall_ms: goWallMs,
+    loaded_wall_ms: loadedWallMs,
+    proc_cpu_ms: (cpu.user + cpu.system) / 1000,
     rss_bytes: process.memoryUsage().rss,
     results,
   };
   process.stdout.write(JSON.stringify(out) + '\n');
+  if (cfg.hold) await waitForExit();
   process.exit(0);
+}
+
+// Resolves on the next stdin line (the harness's "exit") or at the end of stdin.
+function waitForExit() {
+  return new Promise((resolve) => {
+    process.stdin.on('data', (chunk) => { if (String(chunk).includes('\n')) resolve(); });
+    process.stdin.on('end', resolve);
+    process.stdin.on('error', resolve);
+    process.stdin.resume();
+  });
 }
 
 main();

@@ -59,16 +59,18 @@ def _wall_ms():
 
 
 def _wait_for_go():
-    """Print ready, block until 'go <epoch ms>', then sleep until that wall-clock time."""
+    """Print ready, block until 'go <epoch ms>', then sleep until that wall-clock time; returns when go came."""
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     line = sys.stdin.buffer.readline().decode(errors="replace").split()
+    received = _wall_ms()
     try:
         wait_ms = float(line[1]) - _wall_ms() if len(line) > 1 else 0.0
     except ValueError:
         wait_ms = 0.0
     if wait_ms > 0:
         time.sleep(wait_ms / 1e3)
+    return received
 
 
 def _stale_pyc(modules, lib, inside=True):
@@ -108,8 +110,7 @@ def main():
     lib = cfg["lib"].rstrip("/")
     sys.path.insert(0, lib)
     ready_wall_ms = _wall_ms()
-    if cfg.get("barrier"):
-        _wait_for_go()
+    go_recv_wall_ms = _wait_for_go() if cfg.get("barrier") else None
     go_wall_ms = _wall_ms()
     cpu0 = time.process_time_ns()
     results = []
@@ -141,7 +142,8 @@ def main():
         "implementation": sys.implementation.name, "cache_tag": sys.implementation.cache_tag,
         "boot_ms": _BOOT_MS, "boot_ms_resolution": 1e3 / _CLK_TCK,
         "process_start_wall_ms": _START_WALL_MS,
-        "ready_wall_ms": ready_wall_ms, "go_wall_ms": go_wall_ms, "loaded_wall_ms": loaded_wall_ms,
+        "ready_wall_ms": ready_wall_ms,
+        "go_recv_wall_ms": go_recv_wall_ms, "go_wall_ms": go_wall_ms, "loaded_wall_ms": loaded_wall_ms,
         "proc_cpu_ms": proc_cpu_ms, "rss_bytes": rss,
         "bytecode": {"dont_write_bytecode": sys.dont_write_bytecode, "pyc_stale_or_missing": _stale_pyc(loaded, lib),
                      "stdlib_pyc_stale_or_missing": _stale_pyc(loaded, lib, inside=False),
