@@ -40,8 +40,9 @@ COLUMN_TYPES: tuple[tuple[str, str], ...] = (
     ("status", "string"),       # ok | error | timeout | start_failed | crashed | skipped
     ("error", "string"),
     ("boot_ms", "float64"),     # start-up before the probe ran. Node: its own (performance.now()). Python: since
-                                # the process was created (10 ms ticks; under runc that includes runc's init,
-                                # which execs the interpreter in the same process): not comparable across them
+                                # the process was created (+-5 ms: 10 ms ticks; under runc that includes runc's
+                                # init, which execs the interpreter in the same process, and start_ms does not):
+                                # boot_ms and start_ms are not comparable across languages
     ("files_loaded", "int64"),  # Node: CommonJS files the load added to require.cache; Python: modules the
                                 # import added to sys.modules (packages, submodules, extension modules)
     ("rss_mb", "float64"),      # resident memory of the process after loading

@@ -25,14 +25,15 @@ def _process_age_ms():
     Creation, not exec: a container runtime that forks its init and then execs Python (runc) is
     counted in, which Node's performance.now() origin is not.
 
-    The start time is counted in clock ticks (1/CLK_TCK s, 10 ms on Linux), so boot_ms has that
-    resolution. None when the kernel's (or sandbox's) clocks make no sense of it.
+    The start time is counted in whole clock ticks (1/CLK_TCK s, 10 ms on Linux), truncated: the middle
+    of its tick is taken, so the age is known to +-half a tick (5 ms). None when the kernel's (or the
+    sandbox's) clocks make no sense of it.
     """
     try:
         with open("/proc/self/stat", "rb") as fh:
             stat = fh.read()
         start_ticks = int(stat[stat.rindex(b")") + 2:].split()[19])
-        age_ms = (time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / _CLK_TCK) * 1e3
+        age_ms = (time.clock_gettime(time.CLOCK_BOOTTIME) - (start_ticks + 0.5) / _CLK_TCK) * 1e3
     except (OSError, ValueError, IndexError, AttributeError):
         return None
     return age_ms if 0 <= age_ms < 600_000 else None
