@@ -5,7 +5,8 @@ The timeline of a trial, each phase from a stated clock (``timeline``):
     create_ms      harness: the engine's create call (containers only)
     start_ms       harness -> probe: the start call (native: the spawn) until the probe's process began
                    (the probe's ``process_start_wall_ms``, its own clock)
-    boot_ms        probe: Node's start until the probe's script ran
+    boot_ms        probe: Node's start until the probe's script ran (Python: the process's creation, which
+                   under runc precedes the exec of Python by runc's init; start_ms then ends at that creation)
     load_ms        probe: the module's first load
     teardown_ms    harness: from 'exit' sent until the engine saw the container exit (the process's exit
                    and the sandbox's shutdown), plus the engine's removal of it (containers only; a
