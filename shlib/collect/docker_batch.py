@@ -46,8 +46,9 @@ from shlib.errors import EngineUnavailable
 #: on 2 cores takes a while; that time is outside every timed window).
 START_S_PER_CONTAINER = 2.0
 #: The cgroups' CPU is read this long (ms) before the shared go time: reading a batch's cgroups takes
-#: well under a millisecond, so the reads end before any probe starts loading.
-GO_READ_EARLY_MS = 1.0
+#: well under a millisecond, and the margin absorbs a late wake-up on a busy host, so the reads end
+#: before any probe starts loading (5 ms of an idle sandbox is noise beside a load's CPU).
+GO_READ_EARLY_MS = 5.0
 #: Seconds to wait for the engine to kill/remove a container before reaping its runtime.
 CLEANUP_S = 10.0
 
