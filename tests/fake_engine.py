@@ -82,6 +82,8 @@ class FakeContainer:
         #: time.monotonic() when the probe printed ready / read go / read exit (None: it did not).
         self.ready_at: float | None = None
         self.go_at: float | None = None
+        #: time.monotonic() when the go line arrived (go_at is when the time it names came: the load).
+        self.go_received_at: float | None = None
         self.exit_at: float | None = None
         self.calls: list[str] = []
         self._killed = threading.Event()
@@ -148,9 +150,13 @@ class FakeContainer:
         self.ready_at = time.monotonic()
         self._send(frame(b"ready\n"))
         go = self._read_line()
-        self.go_at = time.monotonic() if go is not None else None
         if go is None or self._killed.is_set():
             return self._exit(137)
+        self.go_received_at = time.monotonic()
+        at_ms = float(go.split()[1]) if len(go.split()) > 1 else 0.0  # like the probe: load at the named time
+        if self._killed.wait(max(0.0, at_ms / 1e3 - time.time())):
+            return self._exit(137)
+        self.go_at = time.monotonic()
         if behaviour == "hang":
             self._killed.wait()
             return self._exit(137)

@@ -175,7 +175,11 @@ def test_the_cgroup_is_read_before_go_and_while_the_probe_holds_then_it_is_told_
     for out, c in zip(outcomes, client.containers_made, strict=True):
         assert out.status == "ok" and out.exit_code == 0, out.error
         first, second = groups[c.id].reads
-        assert first < c.go_at and c.exit_at is not None and second < c.exit_at  # before go; before exit
+        # read as the shared go time came (not while the go message led: the sandbox idled then), before
+        # the load began; read again while the probe held, before it was told to exit
+        assert c.go_received_at < first < c.go_at, (c.go_received_at, first, c.go_at)
+        assert c.go_at - c.go_received_at > 0.05  # two probes: the go message leads by 120 ms
+        assert c.exit_at is not None and second < c.exit_at
         tl = timeline(out)
         assert tl["cpu_ms"] == 1.0 and tl["mem_peak_mb"] == 3.0
         assert tl["create_ms"] >= 0 and tl["teardown_ms"] >= 0

@@ -45,6 +45,10 @@ from shlib.errors import EngineUnavailable
 #: Extra seconds the start phase allows per container of the batch (creating 64 sandboxes
 #: on 2 cores takes a while; that time is outside every timed window).
 START_S_PER_CONTAINER = 2.0
+#: The cgroups' CPU is read this long (ms) before the shared go time: reading a batch's cgroups takes
+#: well under a millisecond, and the margin absorbs a late wake-up on a busy host, so the reads end
+#: before any probe starts loading (5 ms of an idle sandbox is noise beside a load's CPU).
+GO_READ_EARLY_MS = 5.0
 #: Seconds to wait for the engine to kill/remove a container before reaping its runtime.
 CLEANUP_S = 10.0
 
@@ -212,10 +216,8 @@ class ContainerBatch:
             live = {i: (sockets[i], _Frames()) for i in sockets if outcomes[i].status == "ok"}
             closed: set[int] = set()
             ready = wait_ready(live, time.monotonic() + self.timeout_s, closed)
-            for slot in ready:  # CPU so far, read before any probe is released (reads take microseconds)
+            for slot in ready:
                 outcomes[slot].h_ready = live[slot][1].h_ready
-                if slot in cgroups:
-                    outcomes[slot].cpu_before_ns = cgroups[slot].cpu_ns()
             go = go_message(len(ready))
             for slot in ready:  # the barrier: release every ready probe at once
                 outcomes[slot].ready = True
@@ -224,6 +226,13 @@ class ContainerBatch:
                     live[slot][0].sendall(go)
                 except OSError as exc:
                     outcomes[slot].fail("crashed", f"could not release the probe: {exc}")
+            # CPU so far, read as the shared go time comes (reads take microseconds), so that the
+            # sandboxes' idle CPU while the go message leads is not counted as the load's.
+            go_at_ms = float(go.split()[1])
+            time.sleep(max(0.0, (go_at_ms - GO_READ_EARLY_MS) / 1e3 - time.time()))
+            for slot in ready:
+                if slot in cgroups:
+                    outcomes[slot].cpu_before_ns = cgroups[slot].cpu_ns()
             for slot in live:
                 # A probe whose output ended before 'ready' has exited: _collect reports it as
                 # crashed with its exit code and stderr (it did not time out).

@@ -139,6 +139,14 @@ def wait_payload(stream: Any, parser: Any, deadline: float) -> bool:
     return bool(wait_payloads({0: (stream, parser)}, deadline))
 
 
+def _read_some(key: selectors.SelectorKey) -> bytes:
+    """What a ready stream (socket or pipe) has; b"" once it has ended or failed."""
+    try:
+        return key.fileobj.recv(65536) if isinstance(key.fileobj, socket.socket) else os.read(key.fd, 65536)
+    except OSError:
+        return b""
+
+
 def wait_payloads(streams: dict[int, tuple[Any, Any]], deadline: float,
                   on_payload: Callable[[int], None] | None = None) -> set[int]:
     """Block until each stream has given its JSON line (or ended, or the deadline passed).
@@ -165,11 +173,7 @@ def wait_payloads(streams: dict[int, tuple[Any, Any]], deadline: float,
                 break
             for key, _ in sel.select(timeout=remaining):
                 slot, parser = key.data
-                try:
-                    data = key.fileobj.recv(65536) if isinstance(key.fileobj, socket.socket) else os.read(
-                        key.fd, 65536)
-                except OSError:
-                    data = b""
+                data = _read_some(key)
                 if data:
                     parser.feed(data)
                 if not data or has_payload(parser.stdout):
@@ -199,11 +203,7 @@ def wait_ready(streams: dict[int, tuple[Any, Any]], deadline: float, closed: set
                 break
             for key, _ in sel.select(timeout=remaining):
                 slot, parser = key.data
-                try:
-                    data = key.fileobj.recv(65536) if isinstance(key.fileobj, socket.socket) else os.read(
-                        key.fd, 65536)
-                except OSError:
-                    data = b""
+                data = _read_some(key)
                 if not data:
                     sel.unregister(key.fileobj)
                     if closed is not None:
