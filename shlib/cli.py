@@ -143,17 +143,22 @@ def doctor(as_json: bool, refresh: bool, engine_name: str | None = None) -> None
 @click.option("--node", "nodes", multiple=True, default=["host"], show_default=True,
               help="Node source for the image: host, wheel:20|22|24, pull:<tag> (repeatable).")
 @click.option("--modules", default="paper", show_default=True,
-              help="Module set name or comma-separated npm specs for the shared library.")
+              help="Module set name or comma-separated module specs (npm, or py:NAME==VERSION) for the libraries.")
+@click.option("--python/--no-python", "python_setup", default=True, show_default=True,
+              help="Also prepare Python: the quick preset's py: modules (pip wheels), the Python image and volume.")
 @click.option("--podman", "podman_setup", is_flag=True,
               help="Also run scripts/setup-podman.sh (as root): podman, its runtimes, its API service.")
 @click.option("--engine", "engine_name", metavar="URL|CONTEXT", help=ENGINE_HELP)
-def setup(host_setup: bool, nodes: tuple[str, ...], modules: str, podman_setup: bool = False,
-          engine_name: str | None = None) -> None:
+def setup(host_setup: bool, nodes: tuple[str, ...], modules: str, python_setup: bool = True,
+          podman_setup: bool = False, engine_name: str | None = None) -> None:
     """Build the Node image(s) and the shared-library volume (and optionally the host)."""
     from shlib.collect.engine import connect
     from shlib.collect.image import ensure_image
     from shlib.collect.library import ensure_volume, install_library
-    from shlib.spec.spec import make_spec
+    from shlib.collect.pyimage import ensure_python_image
+    from shlib.collect.pylibrary import install_python_library
+    from shlib.spec.modules import parse_ref
+    from shlib.spec.spec import make_spec, preset
 
     try:
         if host_setup:
@@ -167,16 +172,27 @@ def setup(host_setup: bool, nodes: tuple[str, ...], modules: str, podman_setup: 
         images = [ensure_image(client, source) for source in spec.node]
         for image in images:
             click.echo(f"image {image.tag} ({image.node_version}, {image.image_id[:19]})")
-        library = install_library(spec.modules)
-        click.echo(f"library {library.path}: {library.manifest['files']} files, tree {library.tree_hash[:12]}")
-        click.echo(f"volume {ensure_volume(client, library, images[0])}")
+        refs = spec.module_refs()
+        if "node" in spec.languages():
+            library = install_library([r.requirement for r in refs if r.language == "node"])
+            click.echo(f"library {library.path}: {library.manifest['files']} files, tree {library.tree_hash[:12]}")
+            click.echo(f"volume {ensure_volume(client, library, images[0])}")
+        py_modules = [m for m, r in zip(spec.modules, refs, strict=True) if r.language == "python"]
+        if python_setup and not py_modules:
+            py_modules = [m for m in preset("quick").modules if parse_ref(m).language == "python"]
+        if py_modules:
+            pylib = install_python_library(py_modules)
+            py_image = ensure_python_image(client, "host", pylib.content)
+            click.echo(f"image {py_image.tag} (Python {py_image.python_version}, {py_image.image_id[:19]})")
+            click.echo(f"python library {pylib.path}: {pylib.manifest['files']} files, tree {pylib.tree_hash[:12]}")
+            click.echo(f"volume {ensure_volume(client, pylib, py_image)}")
     except ShlibError as exc:
         _fail(exc)
 
 
 @cli.command()
 @click.argument("spec_file", required=False, type=click.Path(dir_okay=False))
-@click.option("--preset", help="A named preset instead of a spec file (quick, paper, smoke, gvisor-settings).")
+@click.option("--preset", help="A named preset instead of a spec file (quick, paper, python, smoke, gvisor-settings).")
 @click.option("--out", type=click.Path(file_okay=False), help="Results directory (default runs/<run_id>).")
 @click.option("--resume", is_flag=True, help="Complete the run already in --out.")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=YAML",

@@ -90,6 +90,14 @@ def _spec(**extra):
             "repetitions": 12, **extra}
 
 
+@pytest.fixture(autouse=True)
+def no_syscall_profile():
+    """The stub library is no library strace could profile (with strace on the host, its mock tree hash
+    went into the metadata, which cannot be written)."""
+    with mock.patch.object(runner, "module_syscalls", return_value=None):
+        yield
+
+
 @pytest.fixture
 def stub_library(tmp_path):
     lib = mock.Mock()
@@ -105,7 +113,7 @@ def test_runner_extends_only_open_cells_up_to_the_maximum(tmp_path, stub_library
     reps = frame.groupby("module", observed=True)["batch_id"].nunique()
     assert reps["lodash"] == 4  # quiet: done at the minimum
     assert reps["react"] == 12  # noisy: still open at the maximum
-    assert runner.unfinished_cells(frame, 0.1) == {("native", "react", 1, "host", "warm")}
+    assert runner.unfinished_cells(frame, 0.1) == {("native", "node", "react", 1, "host", "warm")}
 
 
 def test_resume_of_an_adaptive_run_goes_on_adding_repetitions(tmp_path, stub_library):
@@ -129,5 +137,6 @@ def test_resume_of_an_adaptive_run_goes_on_adding_repetitions(tmp_path, stub_lib
 def test_unfinished_cells_treats_a_cell_without_successes_as_finished():
     frame = pd.DataFrame({"runtime": ["runc"] * 6, "module": ["m"] * 6, "concurrency": [1] * 6,
                           "mount": ["volume"] * 6, "cache": ["warm"] * 6, "node_version": ["v20"] * 6,
+                          "language": ["node"] * 6, "interpreter_version": ["v20"] * 6,
                           "batch_id": range(6), "load_ms": [math.nan] * 6, "status": ["error"] * 6})
     assert runner.unfinished_cells(frame, 0.05) == set()

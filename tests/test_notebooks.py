@@ -22,6 +22,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from shlib.paths import repo_root
 from shlib.present import notebooks
+from shlib.results.store import load_results
 
 DATASET = repo_root() / "data" / "runs" / "quick"
 EXPECTED = ["00-environment", "01-collect", "02-analysis", "03-concurrency", "04-gvisor-generations",
@@ -249,8 +250,13 @@ def test_analysis_shows_the_reading_replication_and_figures(analysed):
     assert re.search(r"runsc-20221219-ptrace loads modules [\d.]+x \[[\d.]+, [\d.]+\]", reading), reading
     replication = output_of(nb, "replication-table", "text/html")
     assert "16x slower than Docker" in replication and table_rows(replication) >= 1
-    assert {p.stem for p in figures.glob("*.png")} == {"load_times", "ratios", "distributions"}
+    assert {p.stem for p in figures.glob("*.png")} == {"load_times", "ratios", "distributions", "languages"}
     assert "image/png" in cells_tagged(nb, "figure-ratios")[0].outputs[0]["data"]
+    languages = output_of(nb, "language-reading", "text/markdown")
+    if set(load_results(DATASET)[0]["language"].astype(str)) == {"node"}:
+        assert languages.startswith("**One language only** (node)"), languages
+    else:
+        assert "Sandbox penalty by language" in languages and "python" in languages, languages
 
 
 def test_concurrency_notebook_compares_levels(analysed):
@@ -321,7 +327,7 @@ BAD = [
                                                               r"the results; choose one of: .*\bnative, runc\b"),
     ("04-gvisor-generations", {"n_resamples": 5}, r"n_resamples: 5 is not allowed; give a whole number from 100"),
     ("01-collect", {"preset": "nope"},
-     r"preset: 'nope' does not exist; choose one of: gvisor-settings, paper, quick, smoke"),
+     r"preset: 'nope' does not exist; choose one of: gvisor-settings, paper, python, quick, smoke"),
     ("01-collect", {"runtimes": ["nope"]}, r"runtimes: unknown runtime\(s\) 'nope'; known here: native"),
     ("00-environment", {"recheck": "yes"}, r"recheck: 'yes' is not allowed; give True or False"),
 ]
@@ -372,7 +378,6 @@ def test_environment_notebook_describes_this_host(client, tmp_path):
 
 @pytest.mark.docker
 def test_collect_notebook_runs_a_tiny_experiment(client, tmp_path):
-    from shlib.results.store import load_results
 
     out_dir = tmp_path / "run"
     nb = execute("01-collect", tmp_path / "01.ipynb", preset="smoke", runtimes=["native", "runc"],

@@ -18,7 +18,7 @@ from shlib.present.report import MANIFEST, ReportError, build_report
 DATASET = repo_root() / "data" / "runs" / "quick"
 RESAMPLES = 200
 FIGURES = {
-    "02-analysis": {"load_times", "ratios", "distributions"},
+    "02-analysis": {"load_times", "ratios", "distributions", "languages"},
     "03-concurrency": {"scaling"},
     "04-gvisor-generations": {"gvisor_vs_baseline", "gvisor_contrasts"},
     "06-across-engines": {"across_engines"},

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import re
 import string
+import sys
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from packaging.utils import canonicalize_name
 
 from shlib.errors import SpecError
-from shlib.spec.modules import CORE_MODULES, MAX_MODULE_SPEC, parse_module
+from shlib.spec.modules import CORE_MODULES, MAX_MODULE_SPEC, MAX_PY_SPEC, parse_module, parse_ref
 from shlib.spec.spec import MAX_CONCURRENCY, Spec, load_spec, make_spec
 
 SHELL_META = set(";&|$`\\\"'<>(){}[]*?!#~ \t\n\r\x00%^=,:+") - {"^"}  # '^' only as a version range prefix
@@ -128,7 +130,7 @@ def test_any_mapping_is_accepted_valid_or_refused_naming_the_field(data):
     assert all(1 <= c <= MAX_CONCURRENCY for c in spec.concurrency)
     assert 1 <= spec.repetitions <= 100_000
     for module in spec.modules:
-        parse_module(module)
+        parse_ref(module)
 
 
 @pytest.mark.parametrize("data, field, allowed", [
@@ -168,3 +170,53 @@ def test_malformed_yaml_is_refused_with_a_specific_message(tmp_path, text, expec
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(SpecError, match=re.escape(expected)):
         load_spec(path)
+
+
+# ---- Python requirements (py:...) --------------------------------------------------------------------
+
+#: PEP 508 names, restated independently: letters/digits, inner . _ -, starting and ending alphanumeric.
+PY_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+py_names = st.from_regex(r"\A[A-Za-z][A-Za-z0-9._-]{0,20}[A-Za-z0-9]\Z").filter(
+    lambda n: ".." not in n and n.lower().replace("-", "_").replace(".", "_") not in sys.stdlib_module_names)
+py_versions = st.from_regex(r"\A[0-9]{1,3}(\.[0-9]{1,3}){0,3}((a|b|rc)[0-9]{1,2})?\Z")
+valid_py = st.builds(lambda name, version: f"py:{name}" + (f"=={version}" if version else ""), py_names,
+                     st.none() | py_versions)
+hostile_py = st.lists(st.sampled_from(sorted(SHELL_META) + list("./@-_aZ09") + [
+    "..", "../", "://", "git+", "-e ", "--index-url ", ";", " @ ", "[x]", ">=", "~=", "==", "file:", "\u00e9"]),
+    max_size=30).map(lambda parts: "py:" + "".join(parts))
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.text(max_size=250).map(lambda t: "py:" + t), hostile_py, valid_py))
+@example("py:numpy; rm -rf /")
+@example("py:../x")
+@example("py:https://example.org/x.whl")
+@example("py:-e git+https://github.com/a/b")
+@example("py:--index-url https://example.org numpy")
+@example("py:numpy ; python_version > '3'")
+@example("py:numpy==2.1.3 --hash=sha256:00")
+@example("py:numpy==1.*")
+@example("py:numpy==1!2.0")
+@example("py:numpy==2.1.3+local")
+@example("py:" + "a" * (MAX_PY_SPEC + 1))
+def test_anything_a_python_spec_accepts_is_a_plain_pinned_name(text):
+    """Accepted means: a name pip reads as a package of the index, optionally one exact pin, no more."""
+    try:
+        ref = parse_ref(text)
+    except ValueError as exc:
+        assert str(exc)
+        return
+    body = text[3:]
+    assert ref.language == "python" and 0 < len(body) <= MAX_PY_SPEC
+    name, _, version = body.partition("==")
+    assert PY_NAME.match(name) and ".." not in body
+    assert not set(body) & (SHELL_META - {"="}), body  # nothing a shell or pip would read as more
+    assert not body.startswith("-") and "/" not in body and "@" not in body and ";" not in body
+    assert ref.name == canonicalize_name(name) and ref.name not in sys.stdlib_module_names
+    assert ref.version is None or version and ref.requirement == f"{ref.name}=={ref.version}"
+
+
+@given(valid_py)
+def test_every_plain_python_requirement_is_accepted(text):
+    ref = parse_ref(text)
+    assert ref.language == "python" and (ref.version is not None) == ("==" in text)

@@ -120,7 +120,8 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
         "scaling": concurrency_scaling(work, baseline=used or runtimes[0], ratio_table=main if used else None,
                                              seed=seed, n_resamples=n_resamples),
         "growth": load_time_growth(work, seed=seed, n_resamples=n_resamples),
-        "replication": replication(ratio_table, ref, statistic=HEADLINE_STATISTIC, cores=cores),
+        "replication": replication(_with_language(ratio_table, work), ref, statistic=HEADLINE_STATISTIC,
+                                   cores=cores),
         "engines": across_engines(ratio_summary[ratio_summary["baseline"] == used] if used else ratio_summary,
                                   df, statistic=HEADLINE_STATISTIC),
     }
@@ -161,7 +162,11 @@ def analyze_frame(df: pd.DataFrame, baseline: str = DEFAULT_BASELINE, seed: int 
     tables.update(variants=variants, gvisor_ratios=gvisor["ratios"], gvisor_summary=gvisor["summary"],
                   gvisor_contrasts=gvisor["contrasts"], gvisor_contrast_cells=gvisor["contrast_cells"])
     ok = work[work["ok"]]
-    overview = {"runtimes": runtimes, "n_modules": int(work["module"].nunique()),
+    languages = sorted(set(work["language"])) if "language" in work.columns else ["node"]
+    if languages != ["node"]:
+        notes.append(f"languages: {', '.join(languages)}; every ratio compares runtimes within one language, and "
+                     "the replication of Kim & Yu (2020) uses the Node.js cells only")
+    overview = {"runtimes": runtimes, "n_modules": int(work["module"].nunique()), "languages": languages,
                 "concurrency": sorted(int(c) for c in work["concurrency"].unique()), "n_ok": len(ok),
                 "n_failed": len(work) - len(ok), "kinds": sorted(set(work["runtime_kind"])), "cores": cores,
                 "timeline_missing": lacking}
@@ -231,6 +236,14 @@ def analyze_runs(df: pd.DataFrame, metadata: list[RunMetadata], baseline: str = 
     result.overview["engines"] = sorted(cores)
     result.overview["run_ids"] = [m.run_id for m in metadata]
     return result
+
+
+def _with_language(ratio_table: pd.DataFrame, work: pd.DataFrame) -> pd.DataFrame:
+    """The ratio table with its language named even when the run has one (a single level is no factor column),
+    so that the replication judges Node cells only."""
+    if "language" in ratio_table.columns or "language" not in work.columns or work["language"].nunique() != 1:
+        return ratio_table
+    return ratio_table.assign(language=str(work["language"].iloc[0]))
 
 
 def _empty_ratios(work: pd.DataFrame) -> pd.DataFrame:

@@ -74,7 +74,8 @@ def replication(ratio_table: pd.DataFrame, reference: pd.DataFrame | str | Path 
                 confidence: float = CONFIDENCE) -> pd.DataFrame:
     """Each claim of the reference study beside this run's simultaneous interval and a verdict (module doc).
 
-    ``ratio_table`` holds per-cell ratios (``ratios``), possibly for several baselines concatenated.
+    ``ratio_table`` holds per-cell ratios (``ratios``), possibly for several baselines concatenated. Only its
+    Node cells are judged (``language`` node, when the column is there: the study measured Node.js).
     Runtimes are matched by kind; each gVisor variant (and each denominator runtime of the claimed kind)
     is judged separately. ``cores``: the host's core count; cells with more loads at once than cores
     are set aside (and counted) unless every cell is; for merged runs a dict {engine: cores}.
@@ -83,6 +84,13 @@ def replication(ratio_table: pd.DataFrame, reference: pd.DataFrame | str | Path 
     Columns: see ``COLUMNS``; ``reason`` is the verdict's one-line reason, ``note`` what else was done.
     """
     ref = reference if isinstance(reference, pd.DataFrame) else load_reference(reference)
+    # The study loaded npm modules in Node.js: its claims are judged on Node cells only, never on Python imports.
+    other_language = ""
+    if "language" in ratio_table.columns and len(ratio_table):
+        languages = set(ratio_table["language"].astype(str))
+        if "node" not in languages:
+            other_language = ", ".join(sorted(languages))
+        ratio_table = ratio_table[ratio_table["language"].astype(str) == "node"]
     table = ratio_table[ratio_table["statistic"] == statistic] if len(ratio_table) else ratio_table
     kinds_present = set()
     if len(ratio_table):
@@ -94,6 +102,10 @@ def replication(ratio_table: pd.DataFrame, reference: pd.DataFrame | str | Path 
                 "claimed_value": claim["value"], "claimed_low": claim["value_low"],
                 "claimed_high": claim["value_high"], "ratio_statistic": statistic}
         absent = [k for k in (claim["numerator_kind"], claim["denominator_kind"]) if k not in kinds_present]
+        if other_language:
+            records.append({**base, "verdict": VERDICTS[-1], "reason": f"no Node.js cell in this run (only "
+                            f"{other_language}): the study's claims are about Node.js module loading"})
+            continue
         if absent:
             records.append({**base, "verdict": VERDICTS[-1], "reason": f"no {' or '.join(absent)} runtime in this run"})
             continue

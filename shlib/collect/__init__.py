@@ -3,8 +3,9 @@
     engine        the Docker engine connection         host       host facts for provenance
     runtimes      the runtime catalog                  daemon_json  registers runtimes with dockerd
     kata          Kata variants (one config each)
-    image         the offline Node image                library    the shared npm library and its mounts
-    probe         the probe protocol (ready, go, one JSON line); probes/load.js runs inside
+    image         the offline Node image                library    the shared library (any language), its mounts
+    pyimage       the Python interpreter and its image  pylibrary  pip install --target, the Python manifest
+    probe         the probe protocol (ready, go, one JSON line); probes/load.js and load.py run inside
     docker_batch  a batch of probe containers          native_batch  a batch of probes on the host
     records       outcomes -> tidy rows (the row contract of shlib.results.schema)
     cleanup       remove what shlib made, by label     runner     run_experiment: all of the above

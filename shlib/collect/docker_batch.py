@@ -134,10 +134,15 @@ class ContainerBatch:
         self.labels = {LABEL: "true", **(labels or {})}
 
     def create_kwargs(self, image: str, runtime: str | None, modules: tuple[str, ...], lib: str,
-                      mount: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
-        """Everything ``containers.create`` gets: the locked-down probe container."""
+                      mount: dict[str, Any], labels: dict[str, str],
+                      command: list[str] | None = None) -> dict[str, Any]:
+        """Everything ``containers.create`` gets: the locked-down probe container.
+
+        ``command``: the probe's command line when it is not the Node probe's (the Python probe's).
+        """
         return dict(
-            image=image, command=["node", PROBE_PATH, probe_argument(lib, modules, self.hold)], runtime=runtime,
+            image=image, command=command or ["node", PROBE_PATH, probe_argument(lib, modules, self.hold)],
+            runtime=runtime,
             network_mode="none", user=PROBE_USER, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             read_only=True, pids_limit=self.pids_limit, mem_limit=f"{self.memory_mb}m",
             stdin_open=True, tty=False, labels={**self.labels, **labels}, **mount, **self.extra,

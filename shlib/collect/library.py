@@ -1,4 +1,7 @@
-"""The shared library: npm modules installed once on the host, then shared with containers.
+"""The shared library: packages installed once on the host, then shared with containers.
+
+npm modules are installed here; Python packages by ``shlib.collect.pylibrary``, into the same
+kind of ``Library`` that this module caches, hashes and puts into a volume, a bind mount or an image.
 
 Three mount modes, an experimental factor because sandboxes treat mounts and the root
 file system differently:
@@ -6,7 +9,8 @@ file system differently:
           its marker file (written last) holds the tree hash, refilled otherwise
   bind    the host's staging directory bind-mounted
   image   baked into an image layer on top of the Node image
-Always read-only inside the probe container, at ``/shlib/lib`` (holding node_modules/).
+Always read-only inside the probe container, at ``/shlib/lib`` (holding node_modules/) for Node and
+at ``/shlib/pylib`` (the packages themselves, first on sys.path) for Python.
 """
 
 from __future__ import annotations
@@ -29,11 +33,14 @@ import docker.errors
 from shlib.collect.cache import add_to_cache, cache_file, read_cache
 from shlib.collect.engine import LABEL
 from shlib.collect.image import NodeImage, add_files
+from shlib.collect.pyimage import PythonImage
 from shlib.errors import LibraryError
 from shlib.paths import cache_dir
 from shlib.spec.modules import parse_module
 
 MOUNT_POINT = "/shlib/lib"
+#: Where each language's library is mounted in its probe container.
+MOUNT_POINTS = {"node": MOUNT_POINT, "python": "/shlib/pylib"}
 #: Written into a named volume as the last step of its fill; holds the tree hash. Its absence
 #: means the fill did not finish (Docker volume labels are immutable, so a label cannot say so).
 MARKER = ".shlib-complete"
@@ -41,11 +48,27 @@ MARKER = ".shlib-complete"
 
 @dataclass(frozen=True)
 class Library:
-    """npm modules installed in a host directory, with their manifest."""
+    """Packages of one language installed in a host directory, with their manifest."""
 
     modules: tuple[str, ...]
     path: Path
     manifest: dict[str, Any]
+    language: str = "node"
+
+    @property
+    def mount_point(self) -> str:
+        return MOUNT_POINTS[self.language]
+
+    @property
+    def content(self) -> Path:
+        """The directory that appears at the mount point (Node: package.json + node_modules/; Python: site/)."""
+        return self.path if self.language == "node" else self.path / "site"
+
+    def members(self) -> list[str]:
+        """The entries of ``content`` that the volume and the image receive."""
+        if self.language == "node":
+            return ["package.json", "package-lock.json", "node_modules"]
+        return sorted(os.listdir(self.content))
 
     @property
     def tree_hash(self) -> str:
@@ -188,7 +211,8 @@ def install_library(modules: list[str] | tuple[str, ...], root: Path | None = No
 
 
 def library_tar(library: Library) -> bytes:
-    """The library (package.json, lock and node_modules/) as a tar, owned by root, world-readable."""
+    """The library (Node: package.json, lock and node_modules/; Python: site/'s entries) as a tar, owned by
+    root, world-readable."""
     buf = io.BytesIO()
 
     def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -198,9 +222,9 @@ def library_tar(library: Library) -> bytes:
         return info
 
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name in ("package.json", "package-lock.json", "node_modules"):
-            if (library.path / name).exists():
-                tar.add(str(library.path / name), arcname=name, filter=owned_by_root)
+        for name in library.members():
+            if (library.content / name).exists():
+                tar.add(str(library.content / name), arcname=name, filter=owned_by_root)
     return buf.getvalue()
 
 
@@ -215,16 +239,17 @@ def _marker_tar(tree_hash: str) -> bytes:
     return buf.getvalue()
 
 
-def volume_marker(client: docker.DockerClient, name: str, image: NodeImage) -> str | None:
+def volume_marker(client: docker.DockerClient, name: str, image: NodeImage | PythonImage,
+                  mount_point: str = MOUNT_POINT) -> str | None:
     """The tree hash in volume ``name``'s completeness marker, None when it has none.
 
     Read through the API (a helper container, created but never started, and ``get_archive``),
     so it works for a remote engine as well as a local one.
     """
     helper = client.containers.create(image.tag, ["true"], labels={LABEL: "true"}, network_mode="none",
-                                      volumes={name: {"bind": MOUNT_POINT, "mode": "ro"}})
+                                      volumes={name: {"bind": mount_point, "mode": "ro"}})
     try:
-        stream, _ = helper.get_archive(f"{MOUNT_POINT}/{MARKER}")
+        stream, _ = helper.get_archive(f"{mount_point}/{MARKER}")
         data = b"".join(stream)
     except docker.errors.NotFound:
         return None
@@ -239,20 +264,20 @@ def volume_marker(client: docker.DockerClient, name: str, image: NodeImage) -> s
         return None
 
 
-def _fill_volume(client: docker.DockerClient, name: str, library: Library, image: NodeImage) -> None:
+def _fill_volume(client: docker.DockerClient, name: str, library: Library, image: NodeImage | PythonImage) -> None:
     """Copy the library into the volume, then, as the last step, the marker that says it is complete."""
     helper = client.containers.create(image.tag, ["true"], labels={LABEL: "true"}, network_mode="none",
-                                      volumes={name: {"bind": MOUNT_POINT, "mode": "rw"}})
+                                      volumes={name: {"bind": library.mount_point, "mode": "rw"}})
     try:
-        if not helper.put_archive(MOUNT_POINT, library_tar(library)):
+        if not helper.put_archive(library.mount_point, library_tar(library)):
             raise LibraryError(f"could not copy the library into volume {name}")
-        if not helper.put_archive(MOUNT_POINT, _marker_tar(library.tree_hash)):
+        if not helper.put_archive(library.mount_point, _marker_tar(library.tree_hash)):
             raise LibraryError(f"could not write the completeness marker into volume {name}")
     finally:
         helper.remove(force=True)
 
 
-def ensure_volume(client: docker.DockerClient, library: Library, image: NodeImage) -> str:
+def ensure_volume(client: docker.DockerClient, library: Library, image: NodeImage | PythonImage) -> str:
     """The named volume holding ``library``, complete: reused when its tree hash label matches and
     its marker says the fill finished, refilled when the marker is missing or wrong, else made now.
 
@@ -270,7 +295,7 @@ def ensure_volume(client: docker.DockerClient, library: Library, image: NodeImag
             token = volume.attrs.get("Labels", {}).get("shlib.volume_token")
             cache = cache_file("volumes-complete.json")
             if not token or read_cache(cache).get(f"{name}|{token}") != library.tree_hash:
-                if volume_marker(client, name, image) != library.tree_hash:
+                if volume_marker(client, name, image, library.mount_point) != library.tree_hash:
                     _fill_volume(client, name, library, image)
                 if token:
                     add_to_cache(cache, f"{name}|{token}", library.tree_hash)
@@ -288,22 +313,22 @@ def ensure_volume(client: docker.DockerClient, library: Library, image: NodeImag
     return name
 
 
-def ensure_library_image(client: docker.DockerClient, library: Library, image: NodeImage) -> str:
-    """An image with ``library`` baked in at /shlib/lib on top of ``image``; returns its tag."""
-    tag = f"shlib/node-lib:{image.tag.split(':', 1)[1]}-{library.tree_hash[:12]}"
+def ensure_library_image(client: docker.DockerClient, library: Library, image: NodeImage | PythonImage) -> str:
+    """An image with ``library`` baked in at its mount point on top of ``image``; returns its tag."""
+    tag = f"shlib/{library.language}-lib:{image.tag.split(':', 1)[1]}-{library.tree_hash[:12]}"
     try:
         client.images.get(tag)
     except docker.errors.ImageNotFound:
-        add_files(client, image.tag, library_tar(library), tag, at=MOUNT_POINT)
+        add_files(client, image.tag, library_tar(library), tag, at=library.mount_point)
     return tag
 
 
 def mount_kwargs(mode: str, library: Library, volume: str | None) -> dict[str, Any]:
-    """Keyword arguments for ``containers.create`` that put the library at /shlib/lib, read-only."""
+    """Keyword arguments for ``containers.create`` that put the library at its mount point, read-only."""
     if mode == "volume":
-        return {"volumes": {volume: {"bind": MOUNT_POINT, "mode": "ro"}}}
+        return {"volumes": {volume: {"bind": library.mount_point, "mode": "ro"}}}
     if mode == "bind":
-        return {"volumes": {str(library.path): {"bind": MOUNT_POINT, "mode": "ro"}}}
+        return {"volumes": {str(library.content): {"bind": library.mount_point, "mode": "ro"}}}
     if mode == "image":
         return {}
     raise LibraryError(f"mount mode {mode!r} is not one of volume, bind, image")

@@ -29,11 +29,13 @@ from shlib.collect.probe import (
 class NativeBatch:
     """Runs batches of probe processes directly on the host (the floor)."""
 
-    def __init__(self, node: str, probe: Path, timeout_s: float, hold: bool = True):
+    def __init__(self, node: str, probe: Path, timeout_s: float, hold: bool = True, flags: tuple[str, ...] = ()):
+        """``node``: the interpreter (Node, or Python with its ``flags``) that runs ``probe``."""
         self.node = node
         self.hold = hold
         self.probe = probe
         self.timeout_s = timeout_s
+        self.flags = flags
 
     def run(self, n: int, lib: str, modules: tuple[str, ...]) -> list[Outcome]:
         outcomes = [Outcome(slot=i) for i in range(n)]
@@ -45,7 +47,8 @@ class NativeBatch:
                 outcomes[i].t_create = time.monotonic()
                 outcomes[i].created_at = _now_iso()
                 outcomes[i].h_create = outcomes[i].h_start = now_ms()
-                procs[i] = subprocess.Popen([self.node, str(self.probe), probe_argument(lib, modules, self.hold)],
+                procs[i] = subprocess.Popen([self.node, *self.flags, str(self.probe),
+                                             probe_argument(lib, modules, self.hold)],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             start_new_session=True)
                 outcomes[i].started_at = _now_iso()

@@ -5,7 +5,8 @@ The timeline of a trial, each phase from a stated clock (``timeline``):
     create_ms      harness: the engine's create call (containers only)
     start_ms       harness -> probe: the start call (native: the spawn) until the probe's process began
                    (the probe's ``process_start_wall_ms``, its own clock)
-    boot_ms        probe: Node's start until the probe's script ran
+    boot_ms        probe: Node's start until the probe's script ran (Python: the process's creation, which
+                   under runc precedes the exec of Python by runc's init; start_ms then ends at that creation)
     load_ms        probe: the module's first load
     teardown_ms    harness: from 'exit' sent until the engine saw the container exit (the process's exit
                    and the sandbox's shutdown), plus the engine's removal of it (containers only; a
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from shlib.collect.cgroup import cpu_ms_between
 from shlib.collect.probe import Outcome
-from shlib.spec.modules import parse_module
+from shlib.spec.modules import parse_ref
 from shlib.spec.plan import NATIVE, Batch
 
 if TYPE_CHECKING:
@@ -40,8 +41,16 @@ def rows_for(batch: Batch, outcomes: list[Outcome], run_id: str, prep: Prepared)
     gos = [o.payload["go_wall_ms"] for o in outcomes if o.payload and "go_wall_ms" in o.payload]
     first_go = min(gos) if gos else None
     batch_skew = (max(gos) - min(gos)) if gos else None
-    versions = {m["module"]: m["version"] for m in prep.library.manifest["modules"]}
+    language = getattr(cell, "language", "node")
+    library = prep.libraries.get("node" if language == "node" else cell.node, prep.library)
+    versions = {m["module"]: m["version"] for m in library.manifest["modules"]}
+    # What the probe reports a module as: its npm name, or the name Python imports it by.
+    reported = {m["module"]: m.get("import", m["module"]) for m in library.manifest["modules"]}
     image = prep.images.get(cell.node)
+    if language == "python":
+        interpreter = (library.manifest.get("python") or {}).get("version") or getattr(image, "python_version", None)
+    else:
+        interpreter = getattr(image, "node_version", None)
     engine = prep.engine or {}
     native = cell.runtime == NATIVE
     rows = []
@@ -50,8 +59,8 @@ def rows_for(batch: Batch, outcomes: list[Outcome], run_id: str, prep: Prepared)
         results = {r["module"]: r for r in payload.get("results", [])}
         phases = timeline(out)
         for position, spec_ in enumerate(cell.modules):
-            name = parse_module(spec_)[0]
-            res = results.get(name)
+            name = parse_ref(spec_).name
+            res = results.get(reported.get(name, name))
             status, error = out.status, out.error
             if status == "timeout" and out.ready and len(cell.modules) > 1:
                 error = (f"{error}: in sequence mode a module that does not finish loading stops its whole "
@@ -67,7 +76,8 @@ def rows_for(batch: Batch, outcomes: list[Outcome], run_id: str, prep: Prepared)
                 "runtime_kind": prep.runtimes[cell.runtime].kind, "concurrency": cell.concurrency,
                 "module": name, "module_version": versions.get(name), "load_mode": "isolated"
                 if len(cell.modules) == 1 else "sequence", "position": position, "mount": cell.mount,
-                "cache": cell.cache, "node_version": payload.get("node") or (image.node_version if image else None),
+                "cache": cell.cache,
+                "node_version": (payload.get("node") or interpreter) if language == "node" else None,
                 "image_id": None if cell.runtime == NATIVE else (image.image_id if image else None),
                 "load_ms": res["load_ms"] if status == "ok" and res else None, "status": status, "error": error,
                 "boot_ms": payload.get("boot_ms"), "files_loaded": res.get("files") if res else None,
@@ -78,8 +88,8 @@ def rows_for(batch: Batch, outcomes: list[Outcome], run_id: str, prep: Prepared)
                 "created_at": _ts(out.created_at), "started_at": _ts(out.started_at),
                 "finished_at": _ts(out.finished_at), "exit_code": out.exit_code,
                 "engine_runtime": out.engine_runtime if cell.runtime != NATIVE else NATIVE,
-                "language": "node",
-                "interpreter_version": payload.get("node") or (image.node_version if image else None),
+                "language": language,
+                "interpreter_version": payload.get("node" if language == "node" else "python") or interpreter,
                 "engine": engine.get("label"), "engine_kind": "native" if native else engine.get("kind"),
                 "engine_host": engine.get("name"), **phases,
             })

@@ -35,7 +35,6 @@ from shlib.collect.engine import client_is_local, client_kind, connect, containe
 from shlib.collect.host import engine_host_facts, host_facts, node_version
 from shlib.collect.image import NodeImage, ensure_image, wheel_node
 from shlib.collect.library import (
-    MOUNT_POINT,
     Library,
     ensure_library_image,
     ensure_volume,
@@ -43,7 +42,16 @@ from shlib.collect.library import (
     mount_kwargs,
 )
 from shlib.collect.native_batch import NativeBatch
-from shlib.collect.probe import GO_LEAD_MS, GO_LEAD_MS_PER_PROBE, Outcome
+from shlib.collect.probe import GO_LEAD_MS, GO_LEAD_MS_PER_PROBE, Outcome, probe_argument
+from shlib.collect.pyimage import (
+    PY_FLAGS,
+    PY_PROBE_PATH,
+    PythonImage,
+    ensure_python_image,
+    find_interpreter,
+    python_command,
+)
+from shlib.collect.pylibrary import install_python_library
 from shlib.collect.records import rows_for, skipped_rows
 from shlib.collect.runtimes import Runtime, catalog, select_runtimes
 from shlib.collect.syscalls import syscall_profiles
@@ -53,7 +61,7 @@ from shlib.results.metadata import RunMetadata, RunStatus
 from shlib.results.schema import DONE_STATUSES, runtime_kind
 from shlib.results.store import ResultsStore, load_frame
 from shlib.spec import adaptive
-from shlib.spec.modules import parse_module
+from shlib.spec.modules import parse_ref
 from shlib.spec.plan import NATIVE, Batch, plan
 from shlib.spec.spec import Spec, make_spec
 
@@ -135,11 +143,24 @@ def check_resume_inputs(meta: RunMetadata, prep: Prepared) -> None:
     if meta.library.tree_hash and meta.library.tree_hash != prep.library.tree_hash:
         raise ResultsError(f"the shared library changed since run {meta.run_id} started (tree hash "
                            f"{meta.library.tree_hash[:12]} then, {prep.library.tree_hash[:12]} now): start a new run")
+    then_py = (meta.library.model_extra or {}).get("python_libraries") or {}
+    for key, now in _python_libraries(prep).get("python_libraries", {}).items():
+        if key in then_py and then_py[key].get("tree_hash") != now["tree_hash"]:
+            raise ResultsError(f"the Python library of {key!r} changed since run {meta.run_id} started (tree hash "
+                               f"{str(then_py[key].get('tree_hash'))[:12]} then, {now['tree_hash'][:12]} now): "
+                               "start a new run")
     for source, image in prep.images.items():
         then = meta.images.get(source)
         if then is not None and then.image_id != image.image_id:
             raise ResultsError(f"the Node image for {source!r} changed since run {meta.run_id} started ("
                                f"{then.image_id[:19]} then, {image.image_id[:19]} now): start a new run")
+
+
+def _python_libraries(prep: Prepared) -> dict[str, Any]:
+    """The Python libraries' manifests by ``library_key``, for the run's metadata (beside the Node one)."""
+    found = {key: {"path": str(lib.path), "volume": prep.volumes.get(key), **lib.manifest}
+             for key, lib in prep.libraries.items() if lib.language == "python"}
+    return {"python_libraries": found} if found else {}
 
 
 def _stray_tmp(path: Path) -> bool:
@@ -180,12 +201,17 @@ class Prepared:
 
     client: docker.DockerClient | None
     runtimes: dict[str, Runtime]
+    #: The Node library (the Python one when the spec has no npm module).
     library: Library
     timeout_s: float
-    images: dict[str, NodeImage] = field(default_factory=dict)
+    #: Probe images by interpreter source: Node sources, and ``python:<source>`` for Python.
+    images: dict[str, NodeImage | PythonImage] = field(default_factory=dict)
     lib_images: dict[str, str] = field(default_factory=dict)
     volume: str | None = None
     native_nodes: dict[str, str] = field(default_factory=dict)
+    #: Every library by ``library_key`` ("node", "python:<source>"), and the volumes holding them.
+    libraries: dict[str, Library] = field(default_factory=dict)
+    volumes: dict[str, str] = field(default_factory=dict)
     containers: ContainerBatch | None = None
     #: The engine's identity (``engine.engine_facts``); None for a native-only run.
     engine: dict[str, Any] | None = None
@@ -193,31 +219,67 @@ class Prepared:
     syscalls: dict[str, Any] | None = None
 
 
+def library_key(language: str, source: str) -> str:
+    """Which library a cell loads from: "node", or "python:<source>" (one per Python interpreter)."""
+    return "node" if language == "node" else source
+
+
+def _libraries(spec: Spec, given: Library | list[Library] | None) -> dict[str, Library]:
+    """The spec's libraries by ``library_key``: those given (by language), the others installed now."""
+    given_list = list(given) if isinstance(given, (list, tuple)) else [given] if given is not None else []
+    by_language = {lib.language if isinstance(getattr(lib, "language", None), str) else "node": lib
+                   for lib in given_list}
+    refs = spec.module_refs()
+    out: dict[str, Library] = {}
+    if "node" in spec.languages():
+        out["node"] = by_language.get("node") or install_library([r.requirement for r in refs
+                                                                  if r.language == "node"])
+    for source in spec.python if "python" in spec.languages() else []:
+        out[f"python:{source}"] = by_language.get("python") or install_python_library(
+            [m for m, r in zip(spec.modules, refs, strict=True) if r.language == "python"], source=source)
+    for key, lib in out.items():
+        language = "node" if key == "node" else "python"
+        wanted = {r.name for r in refs if r.language == language}
+        absent = wanted - {m["module"] for m in lib.manifest["modules"]}
+        if absent:
+            raise SpecError(f"modules: {', '.join(sorted(absent))} not in the given {language} library")
+    return out
+
+
 def prepare(spec: Spec, runtimes: dict[str, Runtime], client: docker.DockerClient | None, run_id: str,
-            library: Library | None = None) -> Prepared:
-    """Install the library (unless given), build images and the volume the plan needs.
+            library: Library | list[Library] | None = None) -> Prepared:
+    """Install the libraries (unless given), build images and the volumes the plan needs.
 
     ``runtimes``: every runtime of the plan; those not available (gone since a resume) need nothing.
+    ``library``: a library (or one per language) to use instead of installing the spec's modules.
     """
-    library = library or install_library(spec.modules)
-    absent = set(spec.module_names()) - {m["module"] for m in library.manifest["modules"]}
-    if absent:
-        raise SpecError(f"modules: {', '.join(sorted(absent))} not in the given library")
-    prep = Prepared(client=client, runtimes=runtimes, library=library, timeout_s=spec.timeout_s)
+    libraries = _libraries(spec, library)
+    library = libraries.get("node") or next(iter(libraries.values()))
+    prep = Prepared(client=client, runtimes=runtimes, library=library, timeout_s=spec.timeout_s,
+                    libraries=libraries)
     names = [n for n, rt in runtimes.items() if rt.available]
+    node_sources = spec.node if "node" in libraries else []
     if any(n != NATIVE for n in names):
         assert client is not None
-        for source in spec.node:
+        for key, lib in libraries.items():
+            if lib.language == "python":
+                image = prep.images[key] = ensure_python_image(client, key.split(":", 1)[1], lib.content)
+                if "image" in spec.mount:
+                    prep.lib_images[key] = ensure_library_image(client, lib, image)
+                if "volume" in spec.mount:
+                    prep.volumes[key] = ensure_volume(client, lib, image)
+        for source in node_sources:
             prep.images[source] = ensure_image(client, source)
             if "image" in spec.mount:
                 prep.lib_images[source] = ensure_library_image(client, library, prep.images[source])
-        if "volume" in spec.mount:
-            prep.volume = ensure_volume(client, library, prep.images[spec.node[0]])
+        if "volume" in spec.mount and node_sources:
+            prep.volume = prep.volumes["node"] = ensure_volume(client, library, prep.images[spec.node[0]])
         prep.containers = ContainerBatch(client, spec.timeout_s, spec.memory_mb, spec.pids_limit,
                                          labels={"shlib.run_id": run_id}, extra=container_quirks(client_kind(client)))
-    prep.syscalls = module_syscalls(library, runtimes, spec.timeout_s)
+    # The syscall profile is Node's (the host's node under strace, loading the npm library).
+    prep.syscalls = module_syscalls(library, runtimes, spec.timeout_s) if "node" in libraries else None
     if NATIVE in names:
-        for source in spec.node:
+        for source in node_sources:
             if source == "host":
                 prep.native_nodes[source] = runtimes[NATIVE].path or "node"
             elif source.startswith("wheel:"):
@@ -265,17 +327,41 @@ def execute(batch: Batch, prep: Prepared) -> list[Outcome]:
     cell = batch.cell
     if cell.cache == "cold":
         drop_caches()
-    names = tuple(parse_module(m)[0] for m in cell.modules)
+    key = library_key(cell.language, cell.node)
+    lib = prep.libraries.get(key, prep.library)
+    names = probe_names(cell, lib)
+    python = cell.language == "python"
+    hold = prep.containers.hold if prep.containers is not None else True
     if cell.runtime == NATIVE:
-        with resources.as_file(resources.files("shlib.collect.probes").joinpath("load.js")) as probe:
-            native = NativeBatch(prep.native_nodes[cell.node], probe, prep.timeout_s)
-            return native.run(cell.concurrency, str(prep.library.path), names)
+        probe_file = "load.py" if python else "load.js"
+        with resources.as_file(resources.files("shlib.collect.probes").joinpath(probe_file)) as probe:
+            if python:
+                interp = find_interpreter(cell.node.split(":", 1)[1])
+                native = NativeBatch(interp.argv[0], probe, prep.timeout_s, hold=hold,
+                                     flags=(*interp.argv[1:], *PY_FLAGS))
+            else:
+                native = NativeBatch(prep.native_nodes[cell.node], probe, prep.timeout_s)
+            return native.run(cell.concurrency, str(lib.content), names)
     assert prep.containers is not None
     image = prep.lib_images[cell.node] if cell.mount == "image" else prep.images[cell.node].tag
+    py_image = prep.images[cell.node]
+    command = python_command(py_image.executable, PY_PROBE_PATH,
+                             probe_argument(lib.mount_point, names, prep.containers.hold)) \
+        if isinstance(py_image, PythonImage) else None
     kwargs = prep.containers.create_kwargs(
-        image, prep.runtimes[cell.runtime].engine_name, names, MOUNT_POINT,
-        mount_kwargs(cell.mount, prep.library, prep.volume), {"shlib.batch_id": str(batch.batch_id)})
+        image, prep.runtimes[cell.runtime].engine_name, names, lib.mount_point,
+        mount_kwargs(cell.mount, lib, prep.volumes.get(key, prep.volume)), {"shlib.batch_id": str(batch.batch_id)},
+        command=command)
     return prep.containers.run(cell.concurrency, kwargs)
+
+
+def probe_names(cell: Batch | Any, lib: Library) -> tuple[str, ...]:
+    """What the probe is asked to load for the cell's modules: npm names, or the Python import names."""
+    refs = [parse_ref(m) for m in cell.modules]
+    if cell.language != "python":
+        return tuple(r.name for r in refs)
+    imports = {m["module"]: m.get("import", m["module"]) for m in lib.manifest["modules"]}
+    return tuple(imports.get(r.name, r.name) for r in refs)
 
 
 def _counts(frame: pd.DataFrame) -> dict[str, int]:
@@ -284,27 +370,27 @@ def _counts(frame: pd.DataFrame) -> dict[str, int]:
 
 
 def unfinished_cells(frame: pd.DataFrame, target: float) -> set[tuple[Any, ...]]:
-    """Cells (runtime, module, concurrency, mount, cache) whose median is not yet known to ``target``.
+    """Cells (runtime, language, module, concurrency, mount, cache) whose median is not yet known to ``target``.
 
     ``target``: the relative half-width wanted for ratios (see ``adaptive.cell_done``). A cell is
-    open while any of its node versions is; a cell without one successful trial is not (repeating
+    open while any of its interpreter versions is; a cell without one successful trial is not (repeating
     it would not narrow anything; its failures are in the results).
     """
     ok = frame[frame["status"] == "ok"]
-    keys = ["runtime", "module", "concurrency", "mount", "cache", "node_version"]
+    keys = ["runtime", "language", "module", "concurrency", "mount", "cache", "interpreter_version"]
     batch_medians = ok.groupby([*keys, "batch_id"], observed=True)["load_ms"].median().reset_index()
     open_cells = set()
     for key, group in batch_medians.groupby(keys, observed=True):
         if not adaptive.cell_done(group.sort_values("batch_id")["load_ms"].tolist(), target):
-            open_cells.add(tuple(key)[:5])
+            open_cells.add(tuple(key)[:6])
     return open_cells
 
 
 def _is_open(batch: Batch, open_cells: set[tuple[Any, ...]]) -> bool:
     """Whether any module a batch loads (all of them in sequence mode) is in a cell still open."""
     cell = batch.cell
-    return any((cell.runtime, parse_module(m)[0], cell.concurrency, cell.mount, cell.cache) in open_cells
-               for m in cell.modules)
+    return any((cell.runtime, cell.language, parse_ref(m).name, cell.concurrency, cell.mount, cell.cache)
+               in open_cells for m in cell.modules)
 
 
 def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = None, resume: bool = False,
@@ -377,7 +463,8 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
         runtimes_unavailable={n: rt.reason for n, rt in known.items() if not rt.available},
         skipped_runtimes=dict(gone), images={s: img.as_dict() for s, img in prep.images.items()},
         library_images=prep.lib_images, volume=prep.volume,
-        library={"path": str(prep.library.path), **prep.library.manifest, "syscall_profile": prep.syscalls},
+        library={"path": str(prep.library.path), **prep.library.manifest, "syscall_profile": prep.syscalls,
+                 **_python_libraries(prep)},
         harness={"go_lead_ms": GO_LEAD_MS, "go_lead_ms_per_probe": GO_LEAD_MS_PER_PROBE,
                  "go_lead_note": "a batch of one probe starts at once (no lead)",
                  "probe_hold": prep.containers.hold if prep.containers is not None else True,

@@ -202,6 +202,59 @@ def plot_ratios(ratios: pd.DataFrame, replication: pd.DataFrame | None = None,
     return fig
 
 
+#: Marker per language in the figure that compares them.
+LANGUAGE_MARKERS = {"node": "o", "python": "s"}
+
+
+def plot_language_penalty(ratio_summary: pd.DataFrame, baseline: str | None, colors: Mapping[str, str] | None = None,
+                          statistic: str = "median") -> Figure:
+    """The sandbox penalty per language: each runtime's geometric-mean ratio to ``baseline`` over the modules of
+    each language (Node: npm modules, Python: packages), 95% intervals, one panel per concurrency level."""
+    if baseline is None or len(ratio_summary) == 0:
+        return _empty("no ratios: one runtime only, or no ok trials in common cells")
+    if "language" not in ratio_summary.columns:
+        return _empty("one language only in this run: nothing to compare (measure npm and py: modules together "
+                      "to compare the sandbox penalty of Node.js and Python)")
+    rows = ratio_summary[(ratio_summary["baseline"] == baseline) & (ratio_summary["statistic"] == statistic)]
+    rows = rows[np.isfinite(rows["gmean_ratio"].astype(float))]
+    if len(rows) == 0:
+        return _empty(f"no ratio to {baseline} in either language")
+    runtimes = runtime_order(rows["runtime"].astype(str))
+    colours = _colours_for(runtimes, colors)
+    languages = sorted(rows["language"].astype(str).unique())
+    levels = sorted(rows["concurrency"].astype(int).unique())
+    fig, axes = _grid(len(levels), width=4.6)
+    width = 0.7 / max(1, len(languages))
+    for ax, level in zip(axes, levels, strict=False):
+        at = rows[rows["concurrency"].astype(int) == level]
+        for j, language in enumerate(languages):
+            for i, runtime in enumerate(runtimes):
+                r = at[(at["runtime"].astype(str) == runtime) & (at["language"].astype(str) == language)]
+                if len(r) == 0:
+                    continue
+                r = r.iloc[0]
+                x = i + (j - (len(languages) - 1) / 2) * width
+                lo = max(0.0, float(r["gmean_ratio"]) - float(r["ci_low"])) if np.isfinite(r["ci_low"]) else 0.0
+                hi = max(0.0, float(r["ci_high"]) - float(r["gmean_ratio"])) if np.isfinite(r["ci_high"]) else 0.0
+                ax.errorbar([x], [r["gmean_ratio"]], yerr=[[lo], [hi]], fmt=LANGUAGE_MARKERS.get(language, "D"),
+                            color=colours[runtime], capsize=3, ms=7, mfc="white" if language == "python" else None)
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set_yscale("log")
+        _plain_log(ax.yaxis)
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "1235" else ""))
+        ax.set_xticks(np.arange(len(runtimes)), runtimes, rotation=30, ha="right", fontsize="small")
+        ax.set_ylabel(f"load time / {baseline} (x, log)")
+        ax.set_title(f"{level} container{'s' if level != 1 else ''} at once")
+        ax.grid(axis="y", which="both", alpha=0.3)
+    handles = [Line2D([], [], color="black", ls="", marker=LANGUAGE_MARKERS.get(lang, "D"),
+                      mfc="white" if lang == "python" else None, label=lang) for lang in languages]
+    fig.legend(handles=handles, loc="outside right upper", title="language", fontsize="small")
+    fig.suptitle(f"Sandbox penalty by language\n(geometric mean over each language's modules of the ratio of "
+                 f"{'medians' if statistic == 'median' else 'geometric means'}\nto {baseline}, 95% intervals)",
+                 fontsize="medium")
+    return fig
+
+
 def plot_scaling(summary: pd.DataFrame, ratios: pd.DataFrame | None = None,
                  colors: Mapping[str, str] | None = None, statistic: str = "median") -> Figure:
     """Load time (top) and ratio to the baseline (bottom) against concurrency, one column per module."""

@@ -238,6 +238,28 @@ def headline_lines(result: AnalysisResult) -> list[str]:
     return lines
 
 
+def language_reading(result: AnalysisResult) -> str:
+    """The sandbox penalty of each language in words (one language only: says so), lowest concurrency."""
+    languages = result.overview.get("languages", ["node"])
+    if len(languages) < 2:
+        return (f"**One language only** ({', '.join(languages)}): this run cannot compare the sandbox penalty of "
+                "Node.js and Python. A spec that lists npm and `py:` modules together measures both.")
+    summary, baseline = result.tables["ratio_summary"], result.baseline
+    if baseline is None or len(summary) == 0 or "language" not in summary.columns:
+        return "**Two languages**, but no ratio between runtimes to compare."
+    rows = summary[(summary["baseline"] == baseline) & (summary["statistic"] == HEADLINE_STATISTIC)]
+    level = int(rows["concurrency"].min()) if len(rows) else 1
+    lines = []
+    for _, row in rows[rows["concurrency"] == level].sort_values(["runtime", "language"]).iterrows():
+        if np.isfinite(row["gmean_ratio"]):
+            lines.append(f"- {row['runtime']}, {row['language']} ({row['n_modules']} modules: {row['modules']}): "
+                         f"{interval_text(row['gmean_ratio'], row['ci_low'], row['ci_high'])} the load time of "
+                         f"{baseline}")
+    return (f"**Sandbox penalty by language** at {level} container(s) at once (geometric mean over each "
+            f"language's modules of the ratio of medians, 95% interval; the study's claims are judged on Node "
+            f"only):\n\n" + "\n".join(lines))
+
+
 def replication_line(row: Any) -> str:
     """One replication verdict in words: the claim, the pair, the verdict and its reason (with its interval)."""
     if str(row["verdict"]).startswith("not measured"):

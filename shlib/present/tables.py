@@ -173,7 +173,8 @@ def ratio_by_concurrency(ratio_summary: pd.DataFrame, baseline: str, statistic: 
     if len(rows) == 0:
         return rows
     text = [interval_text(r.ratio, r.ci_low, r.ci_high) for r in rows.itertuples()]
-    table = rows.assign(text=text).pivot(index="runtime", columns="concurrency", values="text")
+    index = ["runtime", *(f for f in FACTORS if f in rows.columns)]  # e.g. one row per runtime and language
+    table = rows.assign(text=text).pivot(index=index, columns="concurrency", values="text")
     crowded = set(rows.loc[rows["oversubscribed"] == True, "concurrency"]) if "oversubscribed" in rows else set()  # noqa: E712
     table.columns = [f"c={c}" + (" (CPU oversubscribed)" if c in crowded else "") for c in table.columns]
     return table
@@ -220,7 +221,8 @@ def tests_overview(tests: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["runtime"])
     text = [interval_text(r.ratio, r.ci_low, r.ci_high) + (" *" if r.significant else "")
             + (" (oversubscribed)" if getattr(r, "oversubscribed", None) is True else "") for r in tests.itertuples()]
-    table = tests.assign(text=text).pivot_table(index="runtime", columns="concurrency", values="text",
+    index = ["runtime", *(f for f in FACTORS if f in tests.columns)]
+    table = tests.assign(text=text).pivot_table(index=index, columns="concurrency", values="text",
                                                 aggfunc="first")
     table.columns = [f"c={c}" for c in table.columns]
     return table

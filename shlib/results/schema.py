@@ -39,8 +39,12 @@ COLUMN_TYPES: tuple[tuple[str, str], ...] = (
     ("load_ms", "float64"),     # first require()/import() of the module, NaN unless ok
     ("status", "string"),       # ok | error | timeout | start_failed | crashed | skipped
     ("error", "string"),
-    ("boot_ms", "float64"),     # Node's own start-up before the probe ran
-    ("files_loaded", "int64"),  # CommonJS files the load added to require.cache
+    ("boot_ms", "float64"),     # start-up before the probe ran. Node: its own (performance.now()). Python: since
+                                # the process was created (+-5 ms: 10 ms ticks; under runc that includes runc's
+                                # init, which execs the interpreter in the same process, and start_ms does not):
+                                # boot_ms and start_ms are not comparable across languages
+    ("files_loaded", "int64"),  # Node: CommonJS files the load added to require.cache; Python: modules the
+                                # import added to sys.modules (packages, submodules, extension modules)
     ("rss_mb", "float64"),      # resident memory of the process after loading
     ("start_skew_ms", "float64"),  # this process's go time minus the earliest in its batch
     ("batch_skew_ms", "float64"),  # latest minus earliest go time in the batch

