@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 
 from shlib.analysis.costmodel import CostModel, per_file_readings, predict_penalty_ms
 from shlib.analysis.timeline import PHASES
-from shlib.present.plots import _colours_for, _empty, _grid, runtime_order
+from shlib.present.plots import _colours_for, _empty, _grid, _plain_log, runtime_order
 from shlib.present.tables import interval_text, ratio_overview
 
 PHASE_COLOURS = {"create_ms": "#9ecae1", "start_ms": "#4292c6", "boot_ms": "#fdd0a2", "load_ms": "#d94801",
@@ -117,6 +117,7 @@ def plot_cpu_wall(ratio_summary: pd.DataFrame, cpu_ratio_summary: pd.DataFrame, 
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    _plain_log(ax.yaxis)
     levels = sorted(wall["concurrency"].unique())
     ax.set_xticks(levels, [str(c) for c in levels])
     ax.set_xlabel("containers loading at once")
@@ -213,6 +214,8 @@ def plot_lomo(lomo: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Fi
         ax.plot([0.1, top], [0.1, top], color="grey", lw=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _plain_log(ax.xaxis)
+        _plain_log(ax.yaxis)
         ax.set_xlabel(f"observed median {metric}")
         ax.set_ylabel("predicted without that module")
         ax.set_title(f"leave-one-module-out, {metric}")
