@@ -180,14 +180,14 @@ def ratio_by_concurrency(ratio_summary: pd.DataFrame, baseline: str, statistic: 
     return table
 
 
-def interval_text(value: Any, low: Any, high: Any) -> str:
-    """'3.20x [2.71, 3.80]'; an estimate without an interval says so."""
+def interval_text(value: Any, low: Any, high: Any, digits: int = 2, unit: str = "x") -> str:
+    """'3.20x [2.71, 3.80]' (a ratio; ``unit=""`` for a time); an estimate without an interval says so."""
     value, low, high = float(value), float(low), float(high)
     if not np.isfinite(value):
         return "n/a"
     if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{value:.2f}x (no interval)"
-    return f"{value:.2f}x [{low:.2f}, {high:.2f}]"
+        return f"{value:.{digits}f}{unit} (no interval)"
+    return f"{value:.{digits}f}{unit} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 #: How the gVisor contrast factors read in tables and sentences.

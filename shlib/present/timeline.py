@@ -21,12 +21,7 @@ PHASE_COLOURS = {"create_ms": "#9ecae1", "start_ms": "#4292c6", "boot_ms": "#fdd
 
 
 def _ms_text(value: Any, low: Any, high: Any) -> str:
-    value, low, high = float(value), float(low), float(high)
-    if not np.isfinite(value):
-        return "n/a"
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{value:.1f} (no interval)"
-    return f"{value:.1f} [{low:.1f}, {high:.1f}]"
+    return interval_text(value, low, high, digits=1, unit="")
 
 
 def phase_table(phases: pd.DataFrame) -> pd.DataFrame:
