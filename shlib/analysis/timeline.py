@@ -3,8 +3,10 @@
 Phases (columns of the results; clocks in ``shlib.collect.records``): create_ms, start_ms, boot_ms,
 load_ms, teardown_ms. A runtime's cold start here is create + start + boot + load (what a function
 waits for before its handler can run; native has no create); teardown comes after the response and is
-shown beside it. Statistics are medians over the trials of a runtime x concurrency cell, all modules
-together unless one is named, with cluster-bootstrap intervals (batches resampled whole).
+shown beside it. Statistics are medians over the trials of a runtime x concurrency cell (and every other
+factor with more than one level: language, engine, ...; boot_ms does not mean the same for Node and
+Python), all modules together unless one is named, with cluster-bootstrap intervals (batches resampled
+whole).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pandas as pd
 
 from shlib.analysis.bootstrap import make_group, resample, stream_rng
 from shlib.analysis.defaults import CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
-from shlib.analysis.frames import ensure_prepared
+from shlib.analysis.frames import ensure_prepared, factors_present
 
 PHASES = ("create_ms", "start_ms", "boot_ms", "load_ms", "teardown_ms")
 COLD_START = ("create_ms", "start_ms", "boot_ms", "load_ms")
@@ -51,8 +53,10 @@ def phase_summary(df: pd.DataFrame, module: str | None = None, seed: int = DEFAU
     a runtime does not have (native: create, teardown) or the results lack (older runs) has no row.
     """
     work = _ok_trials(df, module)
+    factors = factors_present(work)
     rows = []
-    for (runtime, kind, conc), cell in work.groupby(["runtime", "runtime_kind", "concurrency"], sort=True):
+    for key, cell in work.groupby(["runtime", "runtime_kind", "concurrency", *factors], sort=True):
+        (runtime, kind, conc), levels = key[:3], dict(zip(factors, key[3:], strict=True))
         for phase in PHASES:
             if phase not in cell.columns:
                 continue
@@ -61,11 +65,12 @@ def phase_summary(df: pd.DataFrame, module: str | None = None, seed: int = DEFAU
             if not keep.any():
                 continue
             med, low, high, n_batches = _interval(values[keep], cell["cluster"].to_numpy()[keep], seed,
-                                                  (runtime, conc, phase, module), n_resamples, confidence)
-            rows.append({"runtime": runtime, "runtime_kind": kind, "concurrency": int(conc), "phase": phase,
-                         "n": int(keep.sum()), "n_batches": n_batches, "median_ms": med, "ci_low_ms": low,
-                         "ci_high_ms": high})
-    return pd.DataFrame(rows, columns=COLUMNS)
+                                                  (runtime, conc, phase, module, *levels.values()), n_resamples,
+                                                  confidence)
+            rows.append({"runtime": runtime, "runtime_kind": kind, "concurrency": int(conc), **levels,
+                         "phase": phase, "n": int(keep.sum()), "n_batches": n_batches, "median_ms": med,
+                         "ci_low_ms": low, "ci_high_ms": high})
+    return pd.DataFrame(rows, columns=[*COLUMNS[:3], *factors, *COLUMNS[3:]])
 
 
 def load_share(df: pd.DataFrame, module: str | None = None, seed: int = DEFAULT_SEED,
@@ -79,7 +84,9 @@ def load_share(df: pd.DataFrame, module: str | None = None, seed: int = DEFAULT_
     rows = []
     if "start_ms" not in work.columns:
         return pd.DataFrame(rows, columns=SHARE_COLUMNS)
-    for (runtime, kind, conc), cell in work.groupby(["runtime", "runtime_kind", "concurrency"], sort=True):
+    factors = factors_present(work)
+    for key, cell in work.groupby(["runtime", "runtime_kind", "concurrency", *factors], sort=True):
+        (runtime, kind, conc), levels = key[:3], dict(zip(factors, key[3:], strict=True))
         have = [p for p in COLD_START if p in cell.columns and cell[p].notna().any()]
         if "start_ms" not in have:
             continue
@@ -90,11 +97,12 @@ def load_share(df: pd.DataFrame, module: str | None = None, seed: int = DEFAULT_
         total = parts[keep].sum(axis=1)
         share = cell["load_ms"].to_numpy(dtype="float64")[keep] / total
         med, low, high, n_batches = _interval(share, cell["cluster"].to_numpy()[keep], seed,
-                                              (runtime, conc, "share", module), n_resamples, confidence)
-        rows.append({"runtime": runtime, "runtime_kind": kind, "concurrency": int(conc), "n": int(keep.sum()),
+                                              (runtime, conc, "share", module, *levels.values()), n_resamples,
+                                              confidence)
+        rows.append({"runtime": runtime, "runtime_kind": kind, "concurrency": int(conc), **levels, "n": int(keep.sum()),
                      "n_batches": n_batches, "cold_start_ms": float(np.median(total)), "load_share": med,
                      "ci_low": low, "ci_high": high, "phases": " + ".join(p.removesuffix("_ms") for p in have)})
-    return pd.DataFrame(rows, columns=SHARE_COLUMNS)
+    return pd.DataFrame(rows, columns=[*SHARE_COLUMNS[:3], *factors, *SHARE_COLUMNS[3:]])
 
 
 def missing_phases(df: pd.DataFrame) -> list[str]:

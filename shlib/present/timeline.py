@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from shlib.analysis.costmodel import CostModel, per_file_readings, predict_penalty_ms
+from shlib.analysis.frames import FACTORS
 from shlib.analysis.timeline import PHASES
 from shlib.present.plots import _colours_for, _empty, _grid, _plain_log, runtime_order
 from shlib.present.tables import interval_text, ratio_overview
@@ -29,7 +30,8 @@ def phase_table(phases: pd.DataFrame) -> pd.DataFrame:
     if phases.empty:
         return pd.DataFrame()
     text = [_ms_text(r.median_ms, r.ci_low_ms, r.ci_high_ms) for r in phases.itertuples()]
-    table = phases.assign(text=text).pivot(index=["runtime", "concurrency"], columns="phase", values="text")
+    index = ["runtime", "concurrency", *_series_keys(phases)[1:]]
+    table = phases.assign(text=text).pivot(index=index, columns="phase", values="text")
     table = table[[p for p in PHASES if p in table.columns]].fillna("-")
     order = {r: i for i, r in enumerate(runtime_order(phases["runtime"]))}
     return table.sort_index(key=lambda idx: idx.map(order) if idx.name == "runtime" else idx)
@@ -40,13 +42,18 @@ def plot_phases(phases: pd.DataFrame, colors: Mapping[str, str] | None = None) -
     if phases.empty:
         return _empty("no timeline in these results")
     levels = sorted(phases["concurrency"].unique())
-    fig, axes = _grid(len(levels), width=6.0, height=0.5 + 0.45 * phases["runtime"].nunique(), ncols_max=2)
+    keys = _series_keys(phases)
+    phases = phases.assign(series=[r["runtime"] + (f" ({_others(r, keys)})" if len(keys) > 1 else "")
+                                   for r in phases.to_dict("records")])
+    fig, axes = _grid(len(levels), width=6.0 + 1.5 * (len(keys) > 1),
+                      height=0.5 + 0.45 * phases["series"].nunique(), ncols_max=2)
     for ax, level in zip(axes, levels, strict=False):
         rows = phases[phases["concurrency"] == level]
-        runtimes = runtime_order(rows["runtime"])
-        for y, runtime in enumerate(runtimes):
+        order = runtime_order(rows["runtime"])
+        series = sorted(set(rows["series"]), key=lambda name: (order.index(name.split(" (")[0]), name))
+        for y, name in enumerate(series):
             left = 0.0
-            mine = rows[rows["runtime"] == runtime].set_index("phase")
+            mine = rows[rows["series"] == name].set_index("phase")
             for phase in PHASES:
                 if phase not in mine.index:
                     continue
@@ -58,7 +65,7 @@ def plot_phases(phases: pd.DataFrame, colors: Mapping[str, str] | None = None) -
                 if np.isfinite(r["ci_low_ms"]) and np.isfinite(r["ci_high_ms"]):
                     ax.plot([left + r["ci_low_ms"], left + r["ci_high_ms"]], [y, y], color="black", lw=1)
                 left += r["median_ms"]
-        ax.set_yticks(range(len(runtimes)), runtimes)
+        ax.set_yticks(range(len(series)), series)
         ax.invert_yaxis()
         ax.set_xlabel("ms (median of each phase)")
         ax.set_title(f"{level} container(s) at once")
@@ -68,6 +75,16 @@ def plot_phases(phases: pd.DataFrame, colors: Mapping[str, str] | None = None) -
     return fig
 
 
+def _series_keys(table: pd.DataFrame) -> list[str]:
+    """runtime, then every factor with more than one level in ``table`` (language, engine, ...): one series each."""
+    return ["runtime", *[f for f in FACTORS if f in table.columns and table[f].astype(str).nunique() > 1]]
+
+
+def _others(row: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """The factor levels of a series besides its runtime ("language=python, interpreter_version=3.11.2")."""
+    return ", ".join(f"{k}={row[k]}" for k in keys[1:])
+
+
 def cpu_wall_table(ratio_summary: pd.DataFrame, cpu_ratio_summary: pd.DataFrame, baseline: str | None,
                    statistic: str = "median") -> pd.DataFrame:
     """Per runtime and concurrency: the wall-clock (load_ms) and CPU (cpu_ms) ratio to the baseline."""
@@ -75,14 +92,16 @@ def cpu_wall_table(ratio_summary: pd.DataFrame, cpu_ratio_summary: pd.DataFrame,
     for what, table in (("wall (load_ms)", ratio_summary), ("CPU (cpu_ms)", cpu_ratio_summary)):
         if table is None or table.empty:
             continue
-        for r in ratio_overview(table, baseline, statistic).itertuples():
-            out.append({"runtime": r.runtime, "baseline": r.baseline, "concurrency": int(r.concurrency),
-                        "metric": what, "ratio": interval_text(r.ratio, r.ci_low, r.ci_high)})
+        rows = ratio_overview(table, baseline, statistic)
+        keys = _series_keys(rows)
+        for r in rows.to_dict("records"):
+            out.append({**{k: r[k] for k in keys}, "baseline": r["baseline"], "concurrency": int(r["concurrency"]),
+                        "metric": what, "ratio": interval_text(r["ratio"], r["ci_low"], r["ci_high"])})
     if not out:
         return pd.DataFrame()
     frame = pd.DataFrame(out)
-    table = frame.pivot_table(index=["runtime", "baseline", "metric"], columns="concurrency", values="ratio",
-                              aggfunc="first")
+    index = [c for c in frame.columns if c not in ("concurrency", "ratio", "metric")] + ["metric"]
+    table = frame.pivot_table(index=index, columns="concurrency", values="ratio", aggfunc="first")
     table.columns = [f"c={c}" for c in table.columns]
     return table
 
@@ -98,16 +117,21 @@ def plot_cpu_wall(ratio_summary: pd.DataFrame, cpu_ratio_summary: pd.DataFrame, 
     colours = _colours_for(wall["runtime"], colors)
     fig = Figure(figsize=(6.5, 4.2), layout="constrained")
     ax = fig.subplots()
+    keys = _series_keys(wall)
+    markers = {k: m for k, m in zip(sorted({_others(r, keys) for r in wall.to_dict("records")}), "osD^v<>ph",
+                                    strict=False)}
     for (table, style) in ((wall, "-"), (cpu, "--")):
         if table.empty:
             continue
-        for runtime, rows in table.groupby("runtime", sort=True):
+        for key, rows in table.groupby(keys, sort=True):
+            runtime = key[0] if isinstance(key, tuple) else key
+            other = _others(rows.iloc[0].to_dict(), keys)
             rows = rows.sort_values("concurrency")
             x = rows["concurrency"].to_numpy(float) * (1.03 if style == "--" else 1.0)
             y = rows["ratio"].to_numpy(float)
             err = np.vstack([y - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - y])
-            label = f"{runtime} ({'CPU' if style == '--' else 'wall'})"
-            ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0), fmt="o" + style,
+            label = f"{runtime}{' ' + other if other else ''} ({'CPU' if style == '--' else 'wall'})"
+            ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0), fmt=markers.get(other, "o") + style,
                         color=colours.get(runtime), capsize=3, label=label)
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xscale("log", base=2)
@@ -132,8 +156,12 @@ def cpu_wall_reading(ratio_summary: pd.DataFrame, cpu_ratio_summary: pd.DataFram
                 "for containers whose cgroup is on the harness's host). Wall-clock ratios only.")
     lines = []
     walls = ratio_overview(ratio_summary, baseline, statistic)
-    for runtime, cpu in ratio_overview(cpu_ratio_summary, None, statistic).groupby("runtime", sort=True):
-        wall = walls[walls["runtime"] == runtime]
+    cpus = ratio_overview(cpu_ratio_summary, None, statistic)
+    keys = _series_keys(cpus)
+    for key, cpu in cpus.groupby(keys, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        wall = walls[np.logical_and.reduce([walls[k].astype(str) == str(v) for k, v in zip(keys, key, strict=True)])]
+        runtime, other = key[0], _others(cpu.iloc[0].to_dict(), keys)
         levels = sorted(set(cpu["concurrency"]) & set(wall["concurrency"]))
         if len(levels) < 2:
             continue
@@ -145,7 +173,7 @@ def cpu_wall_reading(ratio_summary: pd.DataFrame, cpu_ratio_summary: pd.DataFram
         verdict = ("no interval: cannot tell" if not np.isfinite(np.asarray(bounds, dtype=float)).all()
                    else "intervals overlap: steady" if overlap else "intervals apart: it moved")
         lines.append(
-            f"- **{runtime}** vs {c.loc[lo, 'baseline']}: CPU {interval_text(c.loc[lo, 'ratio'], c.loc[lo, 'ci_low'], c.loc[lo, 'ci_high'])}"  # noqa: E501
+            f"- **{runtime}**{' (' + other + ')' if other else ''} vs {c.loc[lo, 'baseline']}: CPU {interval_text(c.loc[lo, 'ratio'], c.loc[lo, 'ci_low'], c.loc[lo, 'ci_high'])}"  # noqa: E501
             f" at {lo} -> {interval_text(c.loc[hi, 'ratio'], c.loc[hi, 'ci_low'], c.loc[hi, 'ci_high'])} at {hi}"
             f" ({verdict}); wall "
             f"{interval_text(w.loc[lo, 'ratio'], w.loc[lo, 'ci_low'], w.loc[lo, 'ci_high'])} -> "
@@ -245,7 +273,7 @@ def share_table(share: pd.DataFrame) -> pd.DataFrame:
     """The share of the cold start spent loading, per runtime and concurrency."""
     if share is None or share.empty:
         return pd.DataFrame()
-    out = share[["runtime", "concurrency", "phases", "cold_start_ms"]].copy()
+    out = share[["runtime", "concurrency", *_series_keys(share)[1:], "phases", "cold_start_ms"]].copy()
     out["cold_start_ms"] = out["cold_start_ms"].round(1)
     out["load share"] = [f"{100 * r.load_share:.0f}% [{100 * r.ci_low:.0f}, {100 * r.ci_high:.0f}]"
                          if np.isfinite(r.ci_low) else f"{100 * r.load_share:.0f}% (no interval)"
@@ -262,9 +290,11 @@ def timeline_reading(missing: Sequence[str], share: pd.DataFrame) -> str:
                      "(no `cpu_ms`/`mem_peak_mb`), or by native trials only (no create/teardown). What they have is "
                      "shown; the rest of this notebook says where it is missing.")
     if share is not None and not share.empty:
-        first = share.sort_values(["concurrency", "runtime"]).groupby("runtime", sort=False).first()
+        keys = _series_keys(share)
+        first = share.sort_values(["concurrency", *keys]).groupby(keys, sort=False).first().reset_index()
         parts.append("Share of the cold start spent loading modules (lowest concurrency): " + "; ".join(
-            f"{rt} {100 * r.load_share:.0f}% of {r.cold_start_ms:.0f} ms" for rt, r in first.iterrows()) + ".")
+            f"{r['runtime']}{' (' + _others(r, keys) + ')' if len(keys) > 1 else ''} {100 * r['load_share']:.0f}% "
+            f"of {r['cold_start_ms']:.0f} ms" for r in first.to_dict("records")) + ".")
     return "\n\n".join(parts) or "The timeline is complete in these results."
 
 
