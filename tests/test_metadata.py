@@ -83,3 +83,14 @@ def test_unreadable_metadata_is_a_results_error(tmp_path):
     (tmp_path / "metadata.json").write_text("{not json")
     with pytest.raises(ResultsError, match="is not valid JSON"):
         read_metadata(tmp_path)
+
+
+def test_the_committed_campaign_merges_with_the_engine_as_a_factor():
+    """data/runs/engines: one campaign, Docker then Podman on this host, loaded as one frame."""
+    runs = sorted((DATA / "engines" / "engines").iterdir())
+    frame, metas = load_results(runs)
+    assert [m.engine["kind"] for m in metas] == ["docker", "podman"]
+    assert set(frame["engine"]) == {m.engine["label"] for m in metas} and len(metas) == 2
+    kinds = frame.groupby("engine")["engine_kind"].unique().map(lambda k: tuple(sorted(k)))
+    assert sorted(kinds.tolist()) == [("docker",), ("podman",)]
+    assert frame["run_id"].nunique() == 2 and (frame["status"] == "ok").all()
