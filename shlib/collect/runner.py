@@ -422,8 +422,9 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
         client = connect(pool_size=4 * max(spec.concurrency) + 8, timeout_s=max(120.0, spec.timeout_s + 60),
                          engine=engine)
     local = client is None or client_is_local(client)
+    facts = engine_facts(client) if client is not None else None
     if not local:
-        check_remote_spec(spec, engine_facts(client))
+        check_remote_spec(spec, facts)
     known = catalog(client)
     if meta is None:
         runtimes, gone = {n: known[n] for n in select_runtimes(spec, known)}, {}
@@ -437,7 +438,7 @@ def run_experiment(spec: Spec | dict[str, Any], out_dir: str | Path | None = Non
         if removed and progress:
             tqdm.write(f"shlib: removed {removed} container(s) the interrupted run left behind")
     prep = prepare(spec, runtimes, client, run_id, library)
-    prep.engine = engine_facts(client) if client is not None else None
+    prep.engine = facts
     if local:
         host = host_facts()
     else:
