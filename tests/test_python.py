@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import tarfile
 from importlib import resources
@@ -298,22 +299,48 @@ def test_ratios_are_per_language_and_the_replication_judges_node_only():
 
 
 @pytest.mark.docker
-def test_a_debian_interpreter_is_a_second_interpreter_version(client, fx_pylibrary, tmp_path):
-    """Debian 13's python3.13, unpacked from its packages, runs in its own image and natively through its loader."""
-    interp = find_interpreter("debian:trixie")
-    assert interp.version.startswith("3.13.") and interp.image_executable == "/usr/bin/python3.13"
+@pytest.mark.parametrize("suite, version", [("trixie", "3.13"), ("bookworm", "3.11")])
+def test_a_debian_interpreter_is_a_second_interpreter_version(client, fx_pylibrary, tmp_path, suite, version):
+    """Debian's python3.13 (trixie, merged /usr) and python3.11 (bookworm, split /usr), unpacked from their
+    packages, run in their own image and natively through their own loader."""
+    source, tag = f"debian:{suite}", f"cpython-{version.replace('.', '')}"
+    interp = find_interpreter(source)
+    assert interp.version.startswith(f"{version}.") and interp.image_executable == f"/usr/bin/python{version}"
     # the standard library is compiled, as Debian's postinst would (dpkg -x runs none): imports use .pyc
-    assert any((Path(interp.root) / "usr/lib/python3.13/email/__pycache__").glob("*.cpython-313.pyc"))
-    library = install_python_library([], root=tmp_path / "pylibs", source="debian:trixie",
+    assert any((Path(interp.root) / f"usr/lib/python{version}/email/__pycache__").glob(f"*.{tag}.pyc"))
+    library = install_python_library([], root=tmp_path / "pylibs", source=source,
                                      local={FX_OK: PYFIXTURES / "shlib_fx_pyok",
                                             FX_RAISES: PYFIXTURES / "shlib_fx_pyraises"})
-    assert library.manifest["python"]["cache_tag"] == "cpython-313" and library.manifest["pyc_missing"] == 0
+    assert library.manifest["python"]["cache_tag"] == tag and library.manifest["pyc_missing"] == 0
     spec = {"name": "t-py-debian", "runtimes": ["native", "runc"], "modules": [f"py:{FX_OK}", f"py:{FX_RAISES}"],
-            "python": ["debian:trixie"], "repetitions": 1, "seed": 5}
+            "python": [source], "repetitions": 1, "seed": 5}
     out = runner.run_experiment(spec, tmp_path / "run", client=client, progress=False, library=library)
     df, meta = load_results(out)
     assert set(df["interpreter_version"]) == {interp.version}
     assert (df.loc[df["module"] == FX_OK, "status"] == "ok").all()
     assert (df.loc[df["module"] == FX_RAISES, "status"] == "error").all()
-    assert meta.images["python:debian:trixie"].model_extra["python_version"] == interp.version
+    assert meta.images[f"python:{source}"].model_extra["python_version"] == interp.version
     assert_run_left_nothing(client, out)
+
+
+def test_a_split_usr_root_is_merged_and_its_absolute_links_stay_inside(tmp_path):
+    """bookworm's packages unpack /lib, /lib64 and /bin as real directories, with the loader an absolute
+    link: after the merge the root has trixie's layout and the loader resolves inside the root."""
+    from shlib.collect.debpython import LOADER, merge_usr
+
+    root = tmp_path / "root"
+    (root / "lib" / "x86_64-linux-gnu").mkdir(parents=True)
+    (root / "lib" / "x86_64-linux-gnu" / "ld-linux-x86-64.so.2").write_text("loader")
+    (root / "lib64").mkdir()
+    (root / "lib64" / "ld-linux-x86-64.so.2").symlink_to("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    (root / "usr" / "bin").mkdir(parents=True)
+    (root / "usr" / "bin" / "python3.11").write_text("python")
+    (root / "usr" / "lib" / "x86_64-linux-gnu").mkdir(parents=True)
+    (root / "usr" / "lib" / "x86_64-linux-gnu" / "libz.so.1").write_text("z")
+    merge_usr(root)
+    for name in ("lib", "lib64", "bin"):
+        assert (root / name).is_symlink() and os.readlink(root / name) == f"usr/{name}"
+    assert (root / "usr/lib/x86_64-linux-gnu/libz.so.1").read_text() == "z"  # merged, nothing lost
+    loader = root / LOADER
+    assert not os.readlink(loader).startswith("/")
+    assert loader.resolve().is_relative_to(root.resolve()) and loader.read_text() == "loader"

@@ -12,6 +12,7 @@ with ``dpkg -x`` into a small root. That root is the image's root file system as
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ _GCC = {"bookworm": "12", "trixie": "14"}
 _T64 = {"bookworm": "", "trixie": "t64"}
 LOADER = "usr/lib64/ld-linux-x86-64.so.2"
 #: How a root is made; a change makes every cached root be made anew (2: the standard library compiled).
-ROOT_FORMAT = 2
+ROOT_FORMAT = 3
 LIBDIRS = ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
 
 
@@ -100,9 +101,7 @@ def debian_root(suite: str) -> Path:
     root.mkdir(parents=True)
     for deb in sorted(debs.glob("*.deb")):
         _run(["dpkg", "-x", str(deb), str(root)], f"dpkg -x {deb.name}")
-    for link, target in (("lib", "usr/lib"), ("lib64", "usr/lib64"), ("bin", "usr/bin"), ("sbin", "usr/sbin")):
-        if not (root / link).exists() and (root / target).is_dir():
-            (root / link).symlink_to(target)
+    merge_usr(root)
     if not (root / f"usr/bin/python{version}").is_file() or not (root / LOADER).exists():
         raise ImageError(f"Debian {suite}'s packages did not give usr/bin/python{version} and {LOADER} in {root}")
     # Debian compiles the standard library's .pyc when it installs the package (py3compile, postinst);
@@ -113,6 +112,26 @@ def debian_root(suite: str) -> Path:
           str(root / f"usr/lib/python{version}")], f"compiling Debian {suite}'s standard library")
     marker.write_text(f"format {ROOT_FORMAT}\n" + " ".join(sorted(p.name for p in debs.glob("*.deb"))) + "\n")
     return root
+
+
+def merge_usr(root: Path) -> None:
+    """Give an unpacked root the merged-/usr layout trixie's packages have: bookworm's ship /lib, /lib64
+    and /bin as directories of their own (their maintainer scripts merge them at install, which dpkg -x
+    does not run). Their files move under usr/, the top-level names become links, and absolute links
+    (bookworm's /lib64/ld-linux-x86-64.so.2 -> /lib/...) are made relative, so that they name files of
+    the root on the host as well as in a container."""
+    for name in ("bin", "sbin", "lib", "lib64"):
+        top, usr = root / name, root / "usr" / name
+        if top.is_dir() and not top.is_symlink():
+            shutil.copytree(top, usr, symlinks=True, dirs_exist_ok=True)
+            shutil.rmtree(top)
+        if not top.exists() and not top.is_symlink() and usr.is_dir():
+            top.symlink_to(f"usr/{name}")
+    for link in [p for p in root.rglob("*") if p.is_symlink()]:
+        target = os.readlink(link)
+        if target.startswith("/"):
+            link.unlink()
+            link.symlink_to(os.path.relpath(root / target.lstrip("/"), link.parent))
 
 
 def root_digest(root: Path) -> str:
