@@ -147,25 +147,17 @@ def _read_some(key: selectors.SelectorKey) -> bytes:
         return b""
 
 
-def wait_payloads(streams: dict[int, tuple[Any, Any]], deadline: float,
-                  on_payload: Callable[[int], None] | None = None) -> set[int]:
-    """Block until each stream has given its JSON line (or ended, or the deadline passed).
-
-    ``on_payload(slot)`` runs as soon as a slot's line is in, before the others are waited for (the
-    harness reads that probe's cgroup and tells it to exit). Returns the slots whose line came.
-    """
-    done: set[int] = set()
-
-    def arrived(slot: int) -> None:
-        done.add(slot)
-        if on_payload is not None:
-            on_payload(slot)
-
+def _watch(streams: dict[int, tuple[Any, Any]], deadline: float, reached: Callable[[Any], bool],
+           on_reached: Callable[[int, Any], None], on_ended: Callable[[int], None]) -> None:
+    """Read each stream into its parser until ``reached(parser)`` (then ``on_reached(slot, parser)``) or the
+    stream ends (``on_ended(slot)``), or the deadline (time.monotonic()) passes. Blocks in select()."""
     with selectors.DefaultSelector() as sel:
         for slot, (stream, parser) in streams.items():
-            if has_payload(parser.stdout):
-                arrived(slot)
-            elif stream.fileno() >= 0:
+            if reached(parser):
+                on_reached(slot, parser)
+            elif stream.fileno() < 0:  # closed already: nothing more will come
+                on_ended(slot)
+            else:
                 sel.register(stream, selectors.EVENT_READ, (slot, parser))
         while sel.get_map():
             remaining = deadline - time.monotonic()
@@ -176,10 +168,29 @@ def wait_payloads(streams: dict[int, tuple[Any, Any]], deadline: float,
                 data = _read_some(key)
                 if data:
                     parser.feed(data)
-                if not data or has_payload(parser.stdout):
+                if not data or reached(parser):
                     sel.unregister(key.fileobj)
                     if data:
-                        arrived(slot)
+                        on_reached(slot, parser)
+                    else:
+                        on_ended(slot)
+
+
+def wait_payloads(streams: dict[int, tuple[Any, Any]], deadline: float,
+                  on_payload: Callable[[int], None] | None = None) -> set[int]:
+    """Block until each stream has given its JSON line (or ended, or the deadline passed).
+
+    ``on_payload(slot)`` runs as soon as a slot's line is in, before the others are waited for (the
+    harness reads that probe's cgroup and tells it to exit). Returns the slots whose line came.
+    """
+    done: set[int] = set()
+
+    def arrived(slot: int, parser: Any) -> None:
+        done.add(slot)
+        if on_payload is not None:
+            on_payload(slot)
+
+    _watch(streams, deadline, lambda parser: has_payload(parser.stdout), arrived, lambda slot: None)
     return done
 
 
@@ -190,31 +201,14 @@ def wait_ready(streams: dict[int, tuple[Any, Any]], deadline: float, closed: set
     Returns the slots that are ready; adds those whose stream ended before to ``closed``.
     """
     ready: set[int] = set()
-    with selectors.DefaultSelector() as sel:
-        for slot, (stream, parser) in streams.items():
-            if stream.fileno() < 0:  # closed already: nothing more will come
-                if closed is not None:
-                    closed.add(slot)
-                continue
-            sel.register(stream, selectors.EVENT_READ, (slot, parser))
-        while len(ready) < len(streams) and sel.get_map():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for key, _ in sel.select(timeout=remaining):
-                slot, parser = key.data
-                data = _read_some(key)
-                if not data:
-                    sel.unregister(key.fileobj)
-                    if closed is not None:
-                        closed.add(slot)
-                    continue
-                parser.feed(data)
-                if b"ready\n" in parser.stdout:
-                    ready.add(slot)
-                    if hasattr(parser, "h_ready"):
-                        parser.h_ready = now_ms()
-                    sel.unregister(key.fileobj)
+
+    def is_ready(slot: int, parser: Any) -> None:
+        ready.add(slot)
+        if hasattr(parser, "h_ready"):
+            parser.h_ready = now_ms()
+
+    _watch(streams, deadline, lambda parser: b"ready\n" in parser.stdout, is_ready,
+           closed.add if closed is not None else lambda slot: None)
     return ready
 
 
